@@ -1,0 +1,13 @@
+"""Helper package of the book *Dataset distillation with implicit differentiation*.
+
+Layers, each importing only those above it:
+
+- :mod:`distill.data`: datasets as flat float arrays (TFDS, offline files, cache)
+- :mod:`distill.model`: the inner model (logistic regression) and its solvers
+- :mod:`distill.distillation`: the outer problem and the distillation loop
+- :mod:`distill.evaluate`: test accuracy, random real baselines
+- :mod:`distill.plotting`: figures
+- :mod:`distill.io`: the distilled set on disk; :mod:`distill.cli`: the command line
+"""
+
+__version__ = "0.1.0"

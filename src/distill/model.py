@@ -1,0 +1,95 @@
+"""The inner model and its solver: L2-regularized multiclass logistic regression.
+
+The model maps a flat image ``x`` (784 pixels) to 10 class scores ``x @ W``
+with a weight matrix ``W`` of shape (784, 10) and no intercept. Trained on
+images ``X`` (k, 784) with labels ``y``, it minimizes
+
+    L(W; X, y, l2reg) = mean_i  CE(y_i, softmax(X_i @ W))  +  l2reg / 2 * ||W||^2
+
+which is ``jaxopt.objective.l2_multiclass_logreg(W, l2reg, (X, y))``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+with warnings.catch_warnings():
+    # JAXopt is archived upstream (0.8.5 is the last release) and says so on
+    # import; the book explains this once, so the helper keeps it quiet.
+    warnings.filterwarnings("ignore", message="JAXopt is no longer maintained")
+    import jaxopt
+
+import jax
+import jax.numpy as jnp
+
+#: The inner objective, exactly as JAXopt defines it: (W, l2reg, (X, y)) -> loss.
+inner_objective = jaxopt.objective.l2_multiclass_logreg
+
+
+def softlabel_objective(W, l2reg, data):
+    """The same objective for soft targets ``Y`` of shape (k, num_classes)."""
+    images, targets = data
+    log_probs = jax.nn.log_softmax(images @ W)
+    return -jnp.mean(jnp.sum(targets * log_probs, axis=1)) + 0.5 * l2reg * jnp.sum(W**2)
+
+
+def logistic_objective(W, l2reg, data):
+    """Dispatch on the labels: integer classes or (k, num_classes) soft targets."""
+    _, labels = data
+    if jnp.ndim(labels) == 2:
+        return softlabel_objective(W, l2reg, data)
+    return inner_objective(W, l2reg, data)
+
+
+def data_loss(W, images, labels):
+    """The unregularized mean cross-entropy of ``W`` on ``(images, labels)``."""
+    return logistic_objective(W, 0.0, (images, labels))
+
+
+def init_inner_params(num_features: int = 784, num_classes: int = 10) -> jax.Array:
+    """The original notebook's starting point for the inner solver: all ones."""
+    return jnp.ones((num_features, num_classes))
+
+
+def make_inner_solver(tol: float = 1e-3, maxiter: int = 500, **options) -> jaxopt.GradientDescent:
+    """The inner solver of the original notebook.
+
+    ``GradientDescent`` (accelerated, with backtracking line search) stops
+    when the gradient norm falls below ``tol`` or after ``maxiter`` steps. It
+    is differentiable by implicit differentiation (``implicit_diff=True`` is
+    JAXopt's default): ``jax.grad`` through ``solver.run`` solves a linear
+    system at the solution instead of backpropagating through the iterations.
+    """
+    return jaxopt.GradientDescent(fun=inner_objective, tol=tol, maxiter=maxiter, **options)
+
+
+def fit_logistic_regression(images, labels, l2reg: float, *, num_classes: int = 10,
+                            tol: float = 1e-5, maxiter: int = 2000, init_params=None):
+    """Train the model to high precision, for evaluation (not differentiated).
+
+    L-BFGS from zeros, independent of the inner solver used in distillation.
+    Returns ``(W, gradient_norm)``; raises ``RuntimeError`` if the solver
+    stops at ``maxiter`` with a gradient norm above ``tol``.
+    """
+    images = jnp.asarray(images)
+    labels = jnp.asarray(labels)
+    if labels.ndim == 2:
+        num_classes = labels.shape[1]
+    if init_params is None:
+        init_params = jnp.zeros((images.shape[1], num_classes), images.dtype)
+    solver = jaxopt.LBFGS(fun=logistic_objective, tol=tol, maxiter=maxiter)
+    W = solver.run(init_params, l2reg, (images, labels)).params
+    gradient_norm = float(jnp.linalg.norm(jax.grad(logistic_objective)(W, l2reg, (images, labels))))
+    if not gradient_norm <= tol:
+        raise RuntimeError(f"L-BFGS did not converge in {maxiter} iterations: gradient norm "
+                           f"{gradient_norm:.3g} > tol={tol}")
+    return W, gradient_norm
+
+
+def predict(W, images) -> jax.Array:
+    return jnp.argmax(jnp.asarray(images) @ W, axis=1)
+
+
+def accuracy(W, images, labels) -> float:
+    """Fraction of ``images`` whose predicted class equals ``labels``."""
+    return float(jnp.mean(predict(W, images) == jnp.asarray(labels)))

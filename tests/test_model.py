@@ -1,0 +1,53 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from distill import model
+
+
+def _problem(k=12, p=30, seed=0):
+    rng = np.random.default_rng(seed)
+    images = jnp.asarray(rng.uniform(0, 1, (k, p)), jnp.float32)
+    labels = jnp.asarray(np.arange(k) % 10)
+    return images, labels
+
+
+def test_inner_objective_matches_the_formula():
+    images, labels = _problem()
+    W = jax.random.normal(jax.random.PRNGKey(0), (30, 10)) * 0.1
+    scores = images @ W
+    by_hand = (jnp.mean(jax.nn.logsumexp(scores, axis=1) - scores[jnp.arange(12), labels])
+               + 0.05 * jnp.sum(W**2))
+    np.testing.assert_allclose(model.inner_objective(W, 0.1, (images, labels)), by_hand, rtol=1e-6)
+
+
+def test_soft_labels_with_one_hot_targets_equal_hard_labels():
+    images, labels = _problem()
+    W = jax.random.normal(jax.random.PRNGKey(1), (30, 10))
+    hard = model.logistic_objective(W, 0.3, (images, labels))
+    soft = model.logistic_objective(W, 0.3, (images, jax.nn.one_hot(labels, 10)))
+    np.testing.assert_allclose(hard, soft, rtol=1e-5)
+
+
+def test_inner_solver_reaches_tolerance_and_agrees_with_lbfgs():
+    images, labels = _problem()
+    solver = model.make_inner_solver(tol=1e-4, maxiter=2000)
+    run = solver.run(model.init_inner_params(30, 10), 0.1, (images, labels))
+    assert float(run.state.error) <= 1e-4
+    W_exact, exact_gradient_norm = model.fit_logistic_regression(images, labels, 0.1, tol=1e-5)
+    gradient_norm = jnp.linalg.norm(jax.grad(model.inner_objective)(run.params, 0.1, (images, labels)))
+    # Strong convexity: ||W - W*|| <= ||grad L(W)|| / l2reg.
+    assert float(jnp.linalg.norm(run.params - W_exact)) <= (gradient_norm + exact_gradient_norm) / 0.1
+
+
+def test_fit_refuses_to_return_an_unconverged_model():
+    images, labels = _problem()
+    with pytest.raises(RuntimeError, match="did not converge in 2 iterations"):
+        model.fit_logistic_regression(images, labels, 0.01, tol=1e-9, maxiter=2)
+
+
+def test_accuracy_counts_correct_predictions():
+    W = jnp.eye(3)
+    images = jnp.asarray([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 0, 0]])
+    assert model.accuracy(W, images, jnp.asarray([0, 1, 2, 2])) == 0.75

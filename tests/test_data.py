@@ -100,16 +100,28 @@ MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949
 
 
 @requires_mnist
-@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
-def test_real_dataset_through_tfds(name):
-    dataset = data.load_dataset(name, use_cache=False)
+def test_both_datasets_prepared_offline_in_one_tfds_folder(tmp_path):
+    """From the original files, through TFDS, into a fresh TFDS data folder.
+
+    MNIST first, then Fashion-MNIST: their files share names, and TFDS once
+    built Fashion-MNIST from MNIST's images that way (a shared extract folder).
+    """
+    mnist = data._load_with_tfds("mnist", None, tfds_data_dir=tmp_path)
+    fashion = data._load_with_tfds("fashion_mnist", None, tfds_data_dir=tmp_path)
+    for arrays in (mnist, fashion):
+        assert arrays["train_images"].shape == (60_000, 28, 28, 1)
+        assert arrays["test_images"].shape == (10_000, 28, 28, 1)
+        assert arrays["train_images"].dtype == np.uint8
+    assert np.bincount(mnist["train_labels"]).tolist() == MNIST_TRAIN_COUNTS
+    assert np.bincount(fashion["train_labels"]).tolist() == [6000] * 10
+    assert np.bincount(fashion["test_labels"]).tolist() == [1000] * 10
+
+
+@requires_mnist
+def test_load_dataset_gives_flat_floats():
+    dataset = data.load_dataset("mnist")
     assert dataset.train.images.shape == (60_000, 784)
     assert dataset.test.images.shape == (10_000, 784)
     assert dataset.train.images.dtype == np.float32
     assert dataset.train.images.min() == 0.0 and dataset.train.images.max() == 1.0
-    counts = np.bincount(dataset.train.labels, minlength=10).tolist()
-    if name == "mnist":
-        assert counts == MNIST_TRAIN_COUNTS
-    else:
-        assert counts == [6000] * 10
-        assert np.bincount(dataset.test.labels).tolist() == [1000] * 10
+    assert np.bincount(dataset.train.labels).tolist() == MNIST_TRAIN_COUNTS

@@ -166,25 +166,33 @@ def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
     os.replace(f.name, path)
 
 
-def _load_with_tfds(name: str, data_dir: str | os.PathLike | None) -> dict[str, np.ndarray]:
+def _load_with_tfds(name: str, data_dir: str | os.PathLike | None,
+                    tfds_data_dir: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """Both splits through ``tfds.load``, read in one batch each."""
     import tensorflow_datasets as tfds  # imported lazily: it pulls in TensorFlow
 
     folder = manual_dir(name, data_dir)
-    kwargs = {}
-    if folder is not None:
-        kwargs["download_and_prepare_kwargs"] = {
-            "download_config": tfds.download.DownloadConfig(manual_dir=str(folder))
-        }
-    try:
-        train, test = tfds.load(
-            name, split=["train", "test"], batch_size=-1, as_supervised=True, **kwargs
-        )
-    except Exception as error:  # TFDS raises many types for a failed download
-        raise DatasetUnavailableError(
-            f"tfds.load({name!r}) failed: {type(error).__name__}: {error}\n"
-            + offline_instructions(name)
-        ) from error
+    with tempfile.TemporaryDirectory(prefix=f"distill-{name}-extract-") as extract_dir:
+        kwargs = {}
+        if folder is not None:
+            # TFDS unpacks manual files to <extract_dir>/GZIP.<file name> and
+            # reuses any file already there. MNIST and Fashion-MNIST files have
+            # the same names, so a shared extract folder would build Fashion-MNIST
+            # from MNIST's images: each preparation gets a folder of its own.
+            kwargs["download_and_prepare_kwargs"] = {
+                "download_config": tfds.download.DownloadConfig(
+                    manual_dir=str(folder), extract_dir=extract_dir)
+            }
+        try:
+            train, test = tfds.load(
+                name, split=["train", "test"], batch_size=-1, as_supervised=True,
+                data_dir=tfds_data_dir, **kwargs
+            )
+        except Exception as error:  # TFDS raises many types for a failed download
+            raise DatasetUnavailableError(
+                f"tfds.load({name!r}) failed: {type(error).__name__}: {error}\n"
+                + offline_instructions(name)
+            ) from error
     (train_images, train_labels), (test_images, test_labels) = (
         tfds.as_numpy(train), tfds.as_numpy(test)
     )

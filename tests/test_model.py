@@ -51,3 +51,13 @@ def test_accuracy_counts_correct_predictions():
     W = jnp.eye(3)
     images = jnp.asarray([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 0, 0]])
     assert model.accuracy(W, images, jnp.asarray([0, 1, 2, 2])) == 0.75
+
+
+def test_jaxopt_still_announces_it_is_archived():
+    """The book says so; if a future JAXopt stops warning, the book must change."""
+    import subprocess
+    import sys
+
+    completed = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", "import jaxopt"],
+                               capture_output=True, text=True)
+    assert completed.returncode != 0 and "JAXopt is no longer maintained" in completed.stderr

@@ -8,27 +8,19 @@ import numpy as np
 from distill.data import IMAGE_SHAPE
 
 
-def _grid(num_images: int, ncols: int, scale: float):
-    nrows = int(np.ceil(num_images / ncols))
+def _image_grid(images, labels, class_names, *, ncols: int, scale: float, title: str | None,
+                draw):
+    """One panel per image, ``draw(ax, image)`` in each, titled with its class."""
+    images = np.asarray(images)
+    nrows = int(np.ceil(len(images) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, scale * nrows), squeeze=False)
-    for ax in axes.flat:
+    for index, ax in enumerate(axes.flat):
         ax.set_xticks(())
         ax.set_yticks(())
-    for ax in axes.flat[num_images:]:
-        ax.set_visible(False)
-    return fig, axes.flat
-
-
-def plot_distilled_images(images, labels=None, class_names=None, *, ncols: int = 5,
-                          title: str = "Distilled images", scale: float = 1.8):
-    """The original notebook's figure: each image divided by its largest
-    absolute value, shown with ``gray_r`` from -1 (white) to 1 (black)."""
-    images = np.asarray(images)
-    fig, axes = _grid(len(images), ncols, scale)
-    for index, (ax, image) in enumerate(zip(axes, images)):
-        peak = np.abs(image).max()
-        ax.imshow(image.reshape(IMAGE_SHAPE) / (peak if peak > 0 else 1.0),
-                  cmap="gray_r", vmin=-1, vmax=1)
+        if index >= len(images):
+            ax.set_visible(False)
+            continue
+        draw(ax, images[index].reshape(IMAGE_SHAPE))
         if labels is not None:
             label = int(labels[index])
             ax.set_title(class_names[label] if class_names else str(label), fontsize=10)
@@ -38,20 +30,28 @@ def plot_distilled_images(images, labels=None, class_names=None, *, ncols: int =
     return fig
 
 
+def plot_distilled_images(images, labels=None, class_names=None, *, ncols: int = 5,
+                          title: str = "Distilled images", scale: float = 1.8):
+    """The original notebook's figure: each image divided by its largest
+    absolute value, shown with ``gray_r`` from -1 (white) to 1 (black)."""
+
+    def draw(ax, image):
+        peak = np.abs(image).max()
+        ax.imshow(image / (peak if peak > 0 else 1.0), cmap="gray_r", vmin=-1, vmax=1)
+
+    return _image_grid(images, labels, class_names, ncols=ncols, scale=scale, title=title,
+                       draw=draw)
+
+
 def plot_real_images(images, labels=None, class_names=None, *, ncols: int = 10,
                      title: str | None = None, scale: float = 1.2):
     """Real images as they are: pixel values 0 (white) to 1 (black)."""
-    images = np.asarray(images)
-    fig, axes = _grid(len(images), ncols, scale)
-    for index, (ax, image) in enumerate(zip(axes, images)):
-        ax.imshow(image.reshape(IMAGE_SHAPE), cmap="gray_r", vmin=0, vmax=1)
-        if labels is not None:
-            label = int(labels[index])
-            ax.set_title(class_names[label] if class_names else str(label), fontsize=9)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+
+    def draw(ax, image):
+        ax.imshow(image, cmap="gray_r", vmin=0, vmax=1)
+
+    return _image_grid(images, labels, class_names, ncols=ncols, scale=scale, title=title,
+                       draw=draw)
 
 
 def plot_curve(values, *, xlabel: str, ylabel: str, title: str | None = None,

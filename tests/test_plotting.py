@@ -1,0 +1,25 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+
+from distill import plotting
+
+
+def test_distilled_grid_is_the_original_figure():
+    images = np.random.default_rng(0).normal(size=(10, 784)) * 0.3
+    fig = plotting.plot_distilled_images(images, np.arange(10))
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 10 and len(fig.axes) == 10  # a 2 x 5 grid
+    for ax, image in zip(axes, images):
+        shown = ax.get_images()[0]
+        assert shown.get_cmap().name == "gray_r" and shown.get_clim() == (-1, 1)
+        np.testing.assert_allclose(shown.get_array(), image.reshape(28, 28) / np.abs(image).max())
+
+
+def test_real_grid_hides_unused_panels_and_names_classes():
+    fig = plotting.plot_real_images(np.zeros((3, 784)), [0, 1, 2], ["zero", "one", "two"], ncols=2)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(fig.axes) == 4 and len(visible) == 3
+    assert [ax.get_title() for ax in visible] == ["zero", "one", "two"]

@@ -18,6 +18,10 @@ def test_seed_preset_is_the_original_notebook():
     np.testing.assert_array_equal(labels, jnp.arange(10))
 
 
+def test_config_accepts_numpy_numbers():
+    assert distillation.DistillConfig(l2reg=np.float32(0.5), steps=np.int64(3)).l2reg == 0.5
+
+
 def test_initial_set_orders_labels_by_class():
     config = distillation.DistillConfig(images_per_class=3, seed=5)
     images, labels = distillation.initial_distilled_set(config, num_classes=4, num_features=7)
@@ -31,6 +35,7 @@ def test_initial_set_orders_labels_by_class():
     ("l2reg", -0.1, "l2reg must be a positive finite number"),
     ("l2reg", math.nan, "l2reg must be a positive finite number"),
     ("inner_tol", math.inf, "inner_tol must be a positive finite number"),
+    ("l2reg", "0.1", "l2reg must be a positive finite number"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -61,8 +66,10 @@ def test_hypergradient_matches_finite_differences(toy_dataset):
     config = distillation.DistillConfig(inner_tol=1e-6, inner_maxiter=5000)
     images, labels = distillation.initial_distilled_set(config, 10, 20)
     images = images + jnp.asarray(train.images[::40])  # one real image per class
-    outer_loss, inner_state = distillation.make_outer_loss(config, labels, 20)
-    assert float(inner_state(images).error) <= 1e-6
+    outer_loss, outer_loss_and_inner_state = distillation.make_outer_loss(config, labels, 20)
+    loss, inner_state = outer_loss_and_inner_state(images, train.images, train.labels)
+    assert float(inner_state.error) <= 1e-6
+    np.testing.assert_allclose(loss, outer_loss(images, train.images, train.labels), rtol=1e-6)
     gradient = jax.grad(outer_loss)(images, train.images, train.labels)
     direction = gradient / jnp.linalg.norm(gradient)
     epsilon = 1e-2

@@ -14,6 +14,7 @@ the real data:
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import time
 import warnings
 
@@ -49,7 +50,7 @@ class DistillConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name in ("l2reg", "inner_tol", "outer_tol"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+            if not (isinstance(value, numbers.Real) and np.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
 
 
@@ -63,7 +64,7 @@ class DistillResult:
     labels: np.ndarray           # (k,) int32, fixed
     l2reg: float
     loss_history: list[float]    # outer loss before step 1, then after each step
-    inner_errors: list[float]    # inner gradient norm at each evaluated iterate
+    inner_errors: list[float]    # inner stopping quantity (state.error) at each iterate
     inner_not_converged: int     # iterates whose inner solve stopped at maxiter
     steps: int                   # outer steps taken
     seconds: float               # wall time of the loop, compilation included
@@ -87,31 +88,29 @@ def initial_distilled_set(config: DistillConfig, num_classes: int = 10,
     return images, labels
 
 
-def make_outer_loss(config: DistillConfig, distilled_labels, num_features: int = 784):
+def make_outer_loss(config: DistillConfig, distilled_labels, num_features: int = 784,
+                    num_classes: int = 10):
     """Build ``outer_loss(distilled_images, train_images, train_labels)``.
 
     The training data are arguments, not closed-over constants: a jitted
     function that closes over a (60000, 784) array embeds it in the compiled
     program, which makes compilation slow.
 
-    Also returns ``inner_state(distilled_images)``, the inner solver's final
-    state (its gradient norm ``error`` and ``iter_num``), to check convergence.
+    Also returns ``outer_loss_and_inner_state``, the same loss together with
+    the inner solver's final state from the same single inner solve (its
+    stopping quantity ``error`` and ``iter_num``), to check convergence.
     """
-    num_classes = int(jnp.max(distilled_labels)) + 1
     inner_solver = model.make_inner_solver(tol=config.inner_tol, maxiter=config.inner_maxiter)
     inner_init = model.init_inner_params(num_features, num_classes)
 
-    def inner_run(distilled_images):
-        return inner_solver.run(inner_init, config.l2reg, (distilled_images, distilled_labels))
+    def outer_loss_and_inner_state(distilled_images, train_images, train_labels):
+        inner = inner_solver.run(inner_init, config.l2reg, (distilled_images, distilled_labels))
+        return model.data_loss(inner.params, train_images, train_labels), inner.state
 
     def outer_loss(distilled_images, train_images, train_labels):
-        inner_solution = inner_run(distilled_images).params
-        return model.data_loss(inner_solution, train_images, train_labels)
+        return outer_loss_and_inner_state(distilled_images, train_images, train_labels)[0]
 
-    def inner_state(distilled_images):
-        return inner_run(distilled_images).state
-
-    return outer_loss, inner_state
+    return outer_loss, outer_loss_and_inner_state
 
 
 def distill(train_images, train_labels, config: DistillConfig = DistillConfig(), *,
@@ -135,18 +134,16 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
             raise ValueError(f"init_images must have shape {(len(labels), num_features)}, "
                              f"got {images.shape}")
 
-    outer_loss, inner_state = make_outer_loss(config, labels, num_features)
+    outer_loss, outer_loss_and_inner_state = make_outer_loss(config, labels, num_features,
+                                                             num_classes)
     outer_solver = jaxopt.GradientDescent(fun=outer_loss, tol=config.outer_tol,
                                           maxiter=config.steps)
     update = jax.jit(outer_solver.update)
-
-    @jax.jit
-    def evaluate(distilled_images, train_images, train_labels):
-        state = inner_state(distilled_images)
-        return outer_loss(distilled_images, train_images, train_labels), state.error
+    evaluate = jax.jit(outer_loss_and_inner_state)
 
     def record(distilled_images):
-        loss, inner_error = (float(v) for v in evaluate(distilled_images, train_images, train_labels))
+        loss, inner_state = evaluate(distilled_images, train_images, train_labels)
+        loss, inner_error = float(loss), float(inner_state.error)
         if not np.isfinite(loss):
             raise FloatingPointError(f"the outer loss became {loss} after {len(losses) - 1} steps")
         losses.append(loss)

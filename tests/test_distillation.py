@@ -66,9 +66,9 @@ def test_hypergradient_matches_finite_differences(toy_dataset):
     config = distillation.DistillConfig(inner_tol=1e-6, inner_maxiter=5000)
     images, labels = distillation.initial_distilled_set(config, 10, 20)
     images = images + jnp.asarray(train.images[::40])  # one real image per class
-    outer_loss, outer_loss_and_inner_state = distillation.make_outer_loss(config, labels, 20)
-    loss, inner_state = outer_loss_and_inner_state(images, train.images, train.labels)
-    assert float(inner_state.error) <= 1e-6
+    outer_loss, outer_loss_and_inner = distillation.make_outer_loss(config, labels, 20)
+    loss, inner = outer_loss_and_inner(images, train.images, train.labels)
+    assert float(inner.state.error) <= 1e-6
     np.testing.assert_allclose(loss, outer_loss(images, train.images, train.labels), rtol=1e-6)
     gradient = jax.grad(outer_loss)(images, train.images, train.labels)
     direction = gradient / jnp.linalg.norm(gradient)
@@ -97,3 +97,37 @@ def test_a_nan_outer_loss_stops_the_run(toy_dataset):
     images[0, 0] = np.nan
     with pytest.raises(FloatingPointError, match="outer loss became nan"):
         distillation.distill(images, toy_dataset.train.labels, progress=False)
+
+
+def test_callback_sees_every_step_with_its_inner_solution(toy_dataset):
+    train = toy_dataset.train
+    config = distillation.DistillConfig(steps=3)
+    seen = []
+
+    def callback(step, images, inner_params):
+        loss = model.data_loss(inner_params, train.images, train.labels)
+        seen.append((step, np.asarray(images).shape, float(loss)))
+
+    result = distillation.distill(train.images, train.labels, config, progress=False,
+                                  callback=callback)
+    assert [step for step, _, _ in seen] == list(range(result.steps + 1))
+    assert all(shape == (10, 20) for _, shape, _ in seen)
+    # The inner solution handed to the callback is the one the loss was computed with.
+    np.testing.assert_allclose([loss for _, _, loss in seen], result.loss_history, rtol=1e-6)
+
+
+def test_unrolled_and_implicit_hypergradients_agree_when_the_inner_solve_converges(toy_dataset):
+    train = toy_dataset.train
+    config = distillation.DistillConfig(inner_tol=1e-6, inner_maxiter=400)
+    images, labels = distillation.initial_distilled_set(config, 10, 20)
+    images = images + jnp.asarray(train.images[::40])
+    implicit, _ = distillation.make_outer_loss(config, labels, 20)
+    unrolled, _ = distillation.make_outer_loss(config, labels, 20, implicit_diff=False)
+    g_implicit = jax.grad(implicit)(images, train.images, train.labels)
+    g_unrolled = jax.grad(unrolled)(images, train.images, train.labels)
+    np.testing.assert_allclose(g_unrolled, g_implicit, rtol=1e-3, atol=1e-5)
+    # Truncated after a few iterations, the unrolled derivative is that of another function.
+    short = distillation.DistillConfig(inner_tol=1e-6, inner_maxiter=3)
+    truncated, _ = distillation.make_outer_loss(short, labels, 20, implicit_diff=False)
+    g_truncated = jax.grad(truncated)(images, train.images, train.labels)
+    assert float(jnp.linalg.norm(g_truncated - g_implicit)) > 0.1 * float(jnp.linalg.norm(g_implicit))

@@ -89,32 +89,40 @@ def initial_distilled_set(config: DistillConfig, num_classes: int = 10,
 
 
 def make_outer_loss(config: DistillConfig, distilled_labels, num_features: int = 784,
-                    num_classes: int = 10):
+                    num_classes: int = 10, **inner_solver_options):
     """Build ``outer_loss(distilled_images, train_images, train_labels)``.
 
     The training data are arguments, not closed-over constants: a jitted
     function that closes over a (60000, 784) array embeds it in the compiled
     program, which makes compilation slow.
 
-    Also returns ``outer_loss_and_inner_state``, the same loss together with
-    the inner solver's final state from the same single inner solve (its
-    stopping quantity ``error`` and ``iter_num``), to check convergence.
+    Also returns ``outer_loss_and_inner``, the same loss together with the
+    inner solver's result from the same single inner solve: its ``params``
+    (the trained model ``W*``) and its ``state`` (stopping quantity ``error``
+    and ``iter_num``), to check convergence.
+
+    ``inner_solver_options`` go to :func:`distill.model.make_inner_solver`,
+    e.g. ``implicit_diff=False`` to differentiate by unrolling the inner
+    iterations, or ``implicit_diff_solve=...`` to choose the linear solver.
     """
-    inner_solver = model.make_inner_solver(tol=config.inner_tol, maxiter=config.inner_maxiter)
+    inner_solver = model.make_inner_solver(tol=config.inner_tol, maxiter=config.inner_maxiter,
+                                           **inner_solver_options)
     inner_init = model.init_inner_params(num_features, num_classes)
 
-    def outer_loss_and_inner_state(distilled_images, train_images, train_labels):
-        inner = inner_solver.run(inner_init, config.l2reg, (distilled_images, distilled_labels))
-        return model.data_loss(inner.params, train_images, train_labels), inner.state
+    def outer_loss_and_inner(distilled_images, train_images, train_labels):
+        inner = inner_solver.run(inner_init.astype(distilled_images.dtype), config.l2reg,
+                                 (distilled_images, distilled_labels))
+        return model.data_loss(inner.params, train_images, train_labels), inner
 
     def outer_loss(distilled_images, train_images, train_labels):
-        return outer_loss_and_inner_state(distilled_images, train_images, train_labels)[0]
+        return outer_loss_and_inner(distilled_images, train_images, train_labels)[0]
 
-    return outer_loss, outer_loss_and_inner_state
+    return outer_loss, outer_loss_and_inner
 
 
 def distill(train_images, train_labels, config: DistillConfig = DistillConfig(), *,
-            init_images=None, num_classes: int = 10, progress: bool = True) -> DistillResult:
+            init_images=None, num_classes: int = 10, progress: bool = True,
+            callback=None) -> DistillResult:
     """Learn ``config.images_per_class`` images per class for ``(train_images, train_labels)``.
 
     The outer solver is JAXopt's ``GradientDescent`` (as in the original
@@ -122,6 +130,11 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
     progress and record the outer loss. It stops, like ``solver.run``, after
     ``config.steps`` iterations or when the norm of its step falls below
     ``config.outer_tol``.
+
+    ``callback(step, images, inner_params)``, if given, is called with the
+    initial images (step 0) and after every outer step, with the inner
+    solution ``W*`` trained on those images: use it to follow, say, the test
+    accuracy along the way.
     """
     start = time.perf_counter()
     train_images = jnp.asarray(train_images)
@@ -134,20 +147,22 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
             raise ValueError(f"init_images must have shape {(len(labels), num_features)}, "
                              f"got {images.shape}")
 
-    outer_loss, outer_loss_and_inner_state = make_outer_loss(config, labels, num_features,
-                                                             num_classes)
+    outer_loss, outer_loss_and_inner = make_outer_loss(config, labels, num_features,
+                                                       num_classes)
     outer_solver = jaxopt.GradientDescent(fun=outer_loss, tol=config.outer_tol,
                                           maxiter=config.steps)
     update = jax.jit(outer_solver.update)
-    evaluate = jax.jit(outer_loss_and_inner_state)
+    evaluate = jax.jit(outer_loss_and_inner)
 
     def record(distilled_images):
-        loss, inner_state = evaluate(distilled_images, train_images, train_labels)
-        loss, inner_error = float(loss), float(inner_state.error)
+        loss, inner = evaluate(distilled_images, train_images, train_labels)
+        loss, inner_error = float(loss), float(inner.state.error)
         if not np.isfinite(loss):
             raise FloatingPointError(f"the outer loss became {loss} after {len(losses) - 1} steps")
         losses.append(loss)
         inner_errors.append(inner_error)
+        if callback is not None:
+            callback(len(losses) - 1, distilled_images, inner.params)
         return loss
 
     losses: list[float] = []

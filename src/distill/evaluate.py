@@ -36,3 +36,38 @@ def random_real_subset(split: Split, images_per_class: int, seed: int, num_class
         indices.append(rng.choice(candidates, size=images_per_class, replace=False))
     indices = np.concatenate(indices)
     return split.images[indices], split.labels[indices]
+
+
+def random_subset_accuracies(train: Split, test: Split, images_per_class: int, l2reg: float,
+                             seeds, num_classes: int = 10) -> np.ndarray:
+    """Test accuracy of the model trained on a random real subset, one entry per seed."""
+    return np.array([
+        test_accuracy(*random_real_subset(train, images_per_class, seed, num_classes), l2reg,
+                      test)
+        for seed in seeds
+    ])
+
+
+def mean_and_spread(values) -> str:
+    """``"88.1% ± 0.4%"``: the mean and the sample standard deviation of accuracies."""
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 1 or len(values) == 0:
+        raise ValueError(f"expected a non-empty list of accuracies, got shape {values.shape}")
+    if len(values) == 1:
+        return f"{values[0]:.1%}"
+    return f"{values.mean():.1%} ± {values.std(ddof=1):.1%}"
+
+
+def confusion_matrix(true_labels, predicted_labels, num_classes: int = 10) -> np.ndarray:
+    """``counts[i, j]``: how many images of class ``i`` were predicted as class ``j``."""
+    true_labels = np.asarray(true_labels)
+    predicted_labels = np.asarray(predicted_labels)
+    if true_labels.shape != predicted_labels.shape or true_labels.ndim != 1:
+        raise ValueError(f"true and predicted labels must be 1-D of the same length, got "
+                         f"shapes {true_labels.shape} and {predicted_labels.shape}")
+    for name, labels in (("true", true_labels), ("predicted", predicted_labels)):
+        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(f"{name} labels must lie in 0..{num_classes - 1}")
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(counts, (true_labels, predicted_labels), 1)
+    return counts

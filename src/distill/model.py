@@ -11,6 +11,7 @@ which is ``jaxopt.objective.l2_multiclass_logreg(W, l2reg, (X, y))``.
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 with warnings.catch_warnings():
@@ -63,6 +64,15 @@ def make_inner_solver(tol: float = 1e-3, maxiter: int = 500, **options) -> jaxop
     return jaxopt.GradientDescent(fun=inner_objective, tol=tol, maxiter=maxiter, **options)
 
 
+@functools.partial(jax.jit, static_argnames=("tol", "maxiter"))
+def _lbfgs_fit(init_params, l2reg, images, labels, *, tol, maxiter):
+    # Compiled once per shape and (tol, maxiter), then reused for every
+    # l2reg and every set of images of that shape.
+    solver = jaxopt.LBFGS(fun=logistic_objective, tol=tol, maxiter=maxiter)
+    W = solver.run(init_params, l2reg, (images, labels)).params
+    return W, jnp.linalg.norm(jax.grad(logistic_objective)(W, l2reg, (images, labels)))
+
+
 def fit_logistic_regression(images, labels, l2reg: float, *, num_classes: int = 10,
                             tol: float = 1e-5, maxiter: int = 2000, init_params=None):
     """Train the model to high precision, for evaluation (not differentiated).
@@ -77,9 +87,8 @@ def fit_logistic_regression(images, labels, l2reg: float, *, num_classes: int = 
         num_classes = labels.shape[1]
     if init_params is None:
         init_params = jnp.zeros((images.shape[1], num_classes), images.dtype)
-    solver = jaxopt.LBFGS(fun=logistic_objective, tol=tol, maxiter=maxiter)
-    W = solver.run(init_params, l2reg, (images, labels)).params
-    gradient_norm = float(jnp.linalg.norm(jax.grad(logistic_objective)(W, l2reg, (images, labels))))
+    W, gradient_norm = _lbfgs_fit(init_params, l2reg, images, labels, tol=tol, maxiter=maxiter)
+    gradient_norm = float(gradient_norm)
     if not gradient_norm <= tol:
         raise RuntimeError(f"L-BFGS did not converge in {maxiter} iterations: gradient norm "
                            f"{gradient_norm:.3g} > tol={tol}")

@@ -23,3 +23,17 @@ def test_real_grid_hides_unused_panels_and_names_classes():
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert len(fig.axes) == 4 and len(visible) == 3
     assert [ax.get_title() for ax in visible] == ["zero", "one", "two"]
+
+
+def test_confusion_matrix_plot_normalizes_rows():
+    counts = np.array([[8, 2], [0, 5]])
+    ax = plotting.plot_confusion_matrix(counts)
+    np.testing.assert_allclose(ax.get_images()[0].get_array(), [[80, 20], [0, 100]])
+    assert sorted(t.get_text() for t in ax.texts) == ["100", "20", "80"]
+
+
+def test_confusion_matrix_plot_refuses_a_non_square_matrix():
+    import pytest
+
+    with pytest.raises(ValueError, match="must be square"):
+        plotting.plot_confusion_matrix(np.zeros((2, 3)))

@@ -49,13 +49,18 @@ def random_subset_accuracies(train: Split, test: Split, images_per_class: int, l
 
 
 def mean_and_spread(values) -> str:
-    """``"88.1% ± 0.4%"``: the mean and the sample standard deviation of accuracies."""
+    """``"88.1% ± 0.4%"``: the mean and the sample standard deviation of accuracies.
+
+    A spread under 0.05 points gets a second decimal, so that it never reads 0.0%.
+    """
     values = np.asarray(values, dtype=float)
     if values.ndim != 1 or len(values) == 0:
         raise ValueError(f"expected a non-empty list of accuracies, got shape {values.shape}")
     if len(values) == 1:
         return f"{values[0]:.1%}"
-    return f"{values.mean():.1%} ± {values.std(ddof=1):.1%}"
+    spread = values.std(ddof=1)
+    digits = 2 if spread < 0.0005 else 1
+    return f"{values.mean():.{digits}%} ± {spread:.{digits}%}"
 
 
 def confusion_matrix(true_labels, predicted_labels, num_classes: int = 10) -> np.ndarray:

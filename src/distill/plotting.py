@@ -68,3 +68,30 @@ def plot_curve(values, *, xlabel: str, ylabel: str, title: str | None = None,
         ax.set_title(title)
     ax.grid(alpha=0.3)
     return ax
+
+
+def plot_confusion_matrix(counts, class_names=None, *, title: str | None = None, ax=None):
+    """Rows: true class; columns: predicted class; each row normalized to sum to 1."""
+    counts = np.asarray(counts)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
+        raise ValueError(f"a confusion matrix must be square, got shape {counts.shape}")
+    rows = counts.sum(axis=1, keepdims=True)
+    shares = counts / np.where(rows > 0, rows, 1)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 5))
+    image = ax.imshow(100 * shares, cmap="Blues", vmin=0, vmax=100)
+    num_classes = len(counts)
+    names = class_names or [str(c) for c in range(num_classes)]
+    ax.set_xticks(range(num_classes), names, rotation=90 if class_names else 0)
+    ax.set_yticks(range(num_classes), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    for i in range(num_classes):
+        for j in range(num_classes):
+            if shares[i, j] >= 0.005:
+                ax.text(j, i, f"{100 * shares[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if shares[i, j] > 0.5 else "black")
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, label="share of the true class (%)")
+    if title:
+        ax.set_title(title)
+    return ax

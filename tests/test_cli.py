@@ -1,10 +1,12 @@
+import contextlib
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from distill import cli, data, io
+from distill import cli, data, distillation, io
 from tests.conftest import make_toy_dataset, requires_mnist
 
 
@@ -40,6 +42,78 @@ def test_writes_a_distilled_set_and_reports(monkeypatch, tmp_path, capsys):
     assert distilled.l2reg == pytest.approx(0.1)
     with np.load(out) as arrays:
         assert len(arrays["loss_history"]) == 4
+
+
+def _fake_data(monkeypatch):
+    toy = make_toy_dataset(num_features=784, per_class=20)
+    monkeypatch.setattr(data, "load_dataset", lambda name, data_dir=None: toy)
+    return toy
+
+
+def test_a_resumed_run_continues_the_saved_one(monkeypatch, tmp_path, capsys):
+    _fake_data(monkeypatch)
+    out = tmp_path / "run.npz"
+    options = ["--images-per-class", "2", "--no-progress", "--no-compile-cache"]
+    assert cli.main([*options, "--steps", "3", "--out", str(out)]) == 0
+    with np.load(out) as arrays:
+        first_history = arrays["loss_history"]
+    first = io.load_distilled(out)
+    assert cli.main([*options, "--steps", "2", "--resume", str(out), "--out", str(out)]) == 0
+    assert f"resuming from {out}: outer loss {first_history[-1]:.4f} after 3 steps" in \
+        capsys.readouterr().out
+    with np.load(out) as arrays:
+        history = arrays["loss_history"]
+    assert len(history) == 6
+    np.testing.assert_array_equal(history[:3], first_history[:3])
+    # Step 3 is where the second run starts: its loss is computed again there.
+    np.testing.assert_allclose(history[3], first_history[3], rtol=1e-3)
+    assert history[-1] < history[3]
+    assert not np.allclose(io.load_distilled(out).images, first.images)
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--images-per-class", "1"], r"needs \(10, 784\)"),
+    (["--images-per-class", "2", "--preset", "seed"], "fixes its own configuration"),
+])
+def test_resume_refuses_a_set_of_another_configuration(monkeypatch, tmp_path, capsys, options,
+                                                       message):
+    _fake_data(monkeypatch)
+    out = tmp_path / "run.npz"
+    assert cli.main(["--images-per-class", "2", "--steps", "2", "--no-progress",
+                     "--no-compile-cache", "--out", str(out)]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) if "--preset" in options else contextlib.nullcontext():
+        code = cli.main([*options, "--resume", str(out), "--no-progress", "--no-compile-cache",
+                         "--out", str(tmp_path / "other.npz")])
+        assert code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "other.npz").exists()
+
+
+def test_resume_refuses_a_missing_file(monkeypatch, tmp_path, capsys):
+    _fake_data(monkeypatch)
+    assert cli.main(["--resume", str(tmp_path / "nothing.npz"), "--no-progress",
+                     "--no-compile-cache", "--out", str(tmp_path / "out.npz")]) == 2
+    assert "cannot resume from" in capsys.readouterr().err
+
+
+def test_an_interrupted_run_leaves_its_last_step_on_disk(monkeypatch, tmp_path, capsys):
+    _fake_data(monkeypatch)
+    calls = []
+
+    def interrupt_after_four_steps(config, state):
+        calls.append(None)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return 1.0  # never below outer_tol
+
+    monkeypatch.setattr(distillation, "_outer_error", interrupt_after_four_steps)
+    out = tmp_path / "run.npz"
+    assert cli.main(["--steps", "50", "--save-every", "3", "--no-progress",
+                     "--no-compile-cache", "--out", str(out)]) == 130
+    assert f"--resume {out}" in capsys.readouterr().err
+    with np.load(out) as arrays:
+        assert len(arrays["loss_history"]) == 5  # the start and four steps
 
 
 @requires_mnist

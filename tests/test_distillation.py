@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import jax
@@ -7,6 +8,7 @@ import pytest
 
 from distill import distillation, model
 from distill.model import jaxopt
+from tests.conftest import make_toy_dataset
 
 
 def test_seed_preset_is_the_original_notebook():
@@ -36,15 +38,20 @@ def test_initial_set_orders_labels_by_class():
     ("l2reg", math.nan, "l2reg must be a positive finite number"),
     ("inner_tol", math.inf, "inner_tol must be a positive finite number"),
     ("l2reg", "0.1", "l2reg must be a positive finite number"),
+    ("learning_rate", 0.0, "learning_rate must be a positive finite number"),
+    ("seed", 1.5, "seed must be an integer"),
+    ("warm_start", "yes", "warm_start must be True or False"),
+    ("linear_solve", "lu", r"linear_solve must be one of \['cg', 'normal_cg'\], got 'lu'"),
+    ("outer_optimizer", "sgd", "outer_optimizer must be one of .*, got 'sgd'"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):
         distillation.DistillConfig(**{field: value})
 
 
-def test_distill_lowers_the_outer_loss_and_matches_jaxopt_run(toy_dataset):
+def test_seed_preset_lowers_the_outer_loss_and_matches_jaxopt_run(toy_dataset):
     train = toy_dataset.train
-    config = distillation.DistillConfig(steps=8)
+    config = dataclasses.replace(distillation.PRESETS["seed"], steps=8)
     result = distillation.distill(train.images, train.labels, config, progress=False)
     assert result.steps == len(result.loss_history) - 1 <= 8
     assert result.final_loss < result.loss_history[0] - 0.1
@@ -80,7 +87,7 @@ def test_hypergradient_matches_finite_differences(toy_dataset):
 
 def test_unconverged_inner_solves_are_reported(toy_dataset):
     train = toy_dataset.train
-    config = distillation.DistillConfig(steps=2, inner_maxiter=2)
+    config = dataclasses.replace(distillation.PRESETS["seed"], steps=2, inner_maxiter=2)
     with pytest.warns(RuntimeWarning, match="stopped at maxiter=2 before reaching tol"):
         result = distillation.distill(train.images, train.labels, config, progress=False)
     assert result.inner_not_converged == len(result.inner_errors) > 0
@@ -131,3 +138,83 @@ def test_unrolled_and_implicit_hypergradients_agree_when_the_inner_solve_converg
     truncated, _ = distillation.make_outer_loss(short, labels, 20, implicit_diff=False)
     g_truncated = jax.grad(truncated)(images, train.images, train.labels)
     assert float(jnp.linalg.norm(g_truncated - g_implicit)) > 0.1 * float(jnp.linalg.norm(g_implicit))
+
+
+def test_the_fast_default_solves_the_same_problem_accurately():
+    """L-BFGS outer steps, warm-started tight inner solves: W* really is the inner solution."""
+    train = make_toy_dataset(num_features=100).train
+    config = distillation.DistillConfig(steps=10)
+    assert (config.warm_start, config.linear_solve, config.outer_optimizer) == (True, "cg", "lbfgs")
+    result = distillation.distill(train.images, train.labels, config, progress=False)
+    assert result.inner_not_converged == 0 and max(result.inner_errors) <= 1e-6
+    assert result.final_loss < 0.25 * result.loss_history[0]
+    # The reported loss is that of the reported model, which solves the inner problem.
+    np.testing.assert_allclose(model.data_loss(result.inner_params, train.images, train.labels),
+                               result.final_loss, rtol=1e-5)
+    W, _ = model.fit_logistic_regression(result.images, result.labels, config.l2reg, tol=1e-6)
+    np.testing.assert_allclose(result.inner_params, W, atol=1e-4)
+    # Warm starts change where the inner solver starts, not what the loop computes.
+    cold = distillation.distill(train.images, train.labels,
+                                dataclasses.replace(config, warm_start=False), progress=False)
+    np.testing.assert_allclose(cold.loss_history, result.loss_history, rtol=1e-3)
+
+
+def test_warm_start_does_not_change_the_hypergradient(toy_dataset):
+    train = toy_dataset.train
+    config = distillation.DistillConfig(inner_tol=1e-6)
+    images, labels = distillation.initial_distilled_set(config, 10, 20)
+    images = images + jnp.asarray(train.images[::40])
+    outer_loss, outer_loss_and_inner = distillation.make_outer_loss(config, labels, 20)
+    _, inner = outer_loss_and_inner(images, train.images, train.labels)
+    nearby = inner.params + 0.01
+    g_cold = jax.grad(outer_loss)(images, train.images, train.labels)
+    g_warm = jax.grad(outer_loss)(images, train.images, train.labels, nearby)
+    np.testing.assert_allclose(g_warm, g_cold, rtol=1e-3, atol=1e-6)
+    _, warm = outer_loss_and_inner(images, train.images, train.labels, inner.params)
+    assert int(warm.state.iter_num) < int(inner.state.iter_num)
+
+
+@pytest.mark.parametrize("overrides", [{"outer_optimizer": "adam", "learning_rate": 0.05},
+                                       {"outer_optimizer": "gradient_descent"},
+                                       {"linear_solve": "normal_cg", "warm_start": False}])
+def test_other_solvers_lower_the_outer_loss_too(overrides):
+    train = make_toy_dataset(num_features=100).train
+    config = distillation.DistillConfig(steps=6, **overrides)
+    result = distillation.distill(train.images, train.labels, config, progress=False)
+    assert result.steps == 6 and result.inner_not_converged == 0
+    assert result.final_loss < 0.8 * result.loss_history[0]
+
+
+def test_the_outer_step_is_compiled_once_and_reused():
+    train = make_toy_dataset(num_features=100).train
+    config = distillation.DistillConfig(steps=3, inner_tol=2e-6)  # a setting no other test uses
+    first = distillation.distill(train.images, train.labels, config, progress=False)
+    again = distillation.distill(train.images, train.labels,
+                                 dataclasses.replace(config, seed=7, steps=4), progress=False)
+    assert first.compile_seconds > 0
+    assert again.compile_seconds == 0
+    assert not np.allclose(first.images, again.images)
+
+
+def test_checkpoints_hold_the_last_completed_step_when_interrupted():
+    train = make_toy_dataset(num_features=100).train
+    config = distillation.DistillConfig(steps=20)
+    saved = []
+
+    def checkpoint(images, labels, loss_history):
+        saved.append((images.copy(), labels.copy(), loss_history))
+
+    def interrupt_at_step_5(step, images, inner_params):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        distillation.distill(train.images, train.labels, config, progress=False,
+                             callback=interrupt_at_step_5, checkpoint=checkpoint,
+                             checkpoint_every=2)
+    assert [len(history) for _, _, history in saved] == [3, 5, 5]  # steps 2, 4, then 4 again
+    uninterrupted = distillation.distill(train.images, train.labels,
+                                         dataclasses.replace(config, steps=4), progress=False)
+    np.testing.assert_allclose(saved[-1][0], uninterrupted.images, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(saved[-1][2], uninterrupted.loss_history, rtol=1e-6)
+    np.testing.assert_array_equal(saved[-1][1], np.arange(10))

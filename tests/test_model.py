@@ -61,3 +61,21 @@ def test_jaxopt_still_announces_it_is_archived():
     completed = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", "import jaxopt"],
                                capture_output=True, text=True)
     assert completed.returncode != 0 and "JAXopt is no longer maintained" in completed.stderr
+
+
+def test_scores_backward_pass_is_the_plain_one():
+    images = jax.random.uniform(jax.random.PRNGKey(0), (300, 30))
+    labels = jax.random.randint(jax.random.PRNGKey(1), (300,), 0, 10)
+    W = jax.random.normal(jax.random.PRNGKey(2), (30, 10))
+
+    def plain(W, images):
+        return model.logistic_objective(W, 0.0, (images, labels))
+
+    value, grads = jax.value_and_grad(model.data_loss, argnums=(0, 1))(W, images, labels)
+    expected_value, expected = jax.value_and_grad(plain, argnums=(0, 1))(W, images)
+    np.testing.assert_allclose(value, expected_value, rtol=1e-6)
+    for got, want in zip(grads, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    soft = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(3), (300, 10)))
+    np.testing.assert_allclose(model.data_loss(W, images, soft),
+                               model.softlabel_objective(W, 0.0, (images, soft)), rtol=1e-6)

@@ -7,6 +7,8 @@ import dataclasses
 import sys
 import time
 
+import numpy as np
+
 from distill.distillation import PRESETS, DistillConfig
 
 
@@ -28,9 +30,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"seed of the initial images (default {defaults.seed})")
     parser.add_argument("--out", default="distilled.npz",
                         help="where to write the distilled set (default distilled.npz)")
+    parser.add_argument("--resume", metavar="PATH",
+                        help="start from the distilled set saved in PATH (by an earlier run "
+                             "with the same dataset, images per class and settings) instead "
+                             "of noise, and run --steps more steps")
+    parser.add_argument("--save-every", type=int, default=10, metavar="N",
+                        help="also write --out every N outer steps, so that a stopped run "
+                             "can be resumed (default 10)")
     parser.add_argument("--data-dir",
                         help="folder with offline dataset files (default: $DISTILL_DATA_DIR)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="do not keep compiled programs on disk for the next run "
+                             "(by default they go to the data cache folder)")
     return parser
 
 
@@ -62,30 +74,100 @@ def main(argv: list[str] | None = None) -> int:
 
         jax.config.update("jax_platforms", "cpu")  # the original runs on CPU only
 
+    if args.save_every < 1:
+        parser.error(f"--save-every must be a positive integer, got {args.save_every}")
+    import jax
+
     # Imported here so that --help stays fast.
-    from distill import data, distillation, evaluate, io
+    from distill import data, distillation, io, model
+
+    if not args.no_compile_cache:
+        # A later run loads the compiled outer step instead of compiling it again.
+        jax.config.update("jax_compilation_cache_dir", str(data.cache_dir() / "xla"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
 
     start = time.perf_counter()
     dataset = data.load_dataset(config.dataset, data_dir=args.data_dir)
-    load_seconds = time.perf_counter() - start
     print(f"loaded {dataset.name}: {len(dataset.train)} training and {len(dataset.test)} "
-          f"test images in {load_seconds:.1f} s", flush=True)
+          f"test images in {time.perf_counter() - start:.1f} s", flush=True)
 
-    result = distillation.distill(dataset.train.images, dataset.train.labels, config,
-                                  num_classes=dataset.num_classes,
-                                  progress=not args.no_progress)
-    accuracy = evaluate.test_accuracy(result.images, result.labels, result.l2reg, dataset.test)
-    path = io.save_distilled(args.out, result.images, result.labels, result.l2reg,
-                             loss_history=result.loss_history,
-                             config=str(dataclasses.asdict(config)))
+    init_images, earlier_history = None, []
+    if args.resume is not None:
+        try:
+            init_images, earlier_history = resume_from(args.resume, config, dataset)
+        except (ValueError, OSError) as error:
+            print(f"error: cannot resume from {args.resume}: {error}", file=sys.stderr)
+            return 2
+        print(f"resuming from {args.resume}: outer loss {earlier_history[-1]:.4f} after "
+              f"{len(earlier_history) - 1} steps", flush=True)
+
+    def save(images, labels, loss_history):
+        # A resumed run's history continues the saved one (whose last entry is
+        # this run's starting loss).
+        history = earlier_history[:-1] + list(loss_history)
+        return io.save_distilled(args.out, images, labels, config.l2reg,
+                                 loss_history=np.asarray(history, dtype=np.float64),
+                                 config=describe(config))
+
+    try:
+        result = distillation.distill(
+            dataset.train.images, dataset.train.labels, config, init_images=init_images,
+            num_classes=dataset.num_classes, progress=not args.no_progress,
+            checkpoint=save, checkpoint_every=args.save_every)
+    except KeyboardInterrupt:
+        print(f"\nstopped; the last complete step is in {args.out}: continue with "
+              f"--resume {args.out}", file=sys.stderr)
+        return 130
+    path = save(result.images, result.labels, result.loss_history)
+    # The run's own inner solution is the trained model: it meets the inner
+    # tolerance (checked by distill), so no separate fit is needed.
+    accuracy = model.accuracy(result.inner_params, dataset.test.images, dataset.test.labels)
     print(f"distilled {len(result.images)} images in {result.steps} outer steps, "
-          f"{result.seconds:.1f} s", flush=True)
+          f"{result.seconds:.1f} s (compiling {result.compile_seconds:.1f} s)", flush=True)
     print(f"outer loss {result.loss_history[0]:.4f} -> {result.final_loss:.4f}; "
           f"inner solves that stopped at maxiter: {result.inner_not_converged}")
     print(f"test accuracy of logistic regression trained on them: {accuracy:.2%}")
     print(f"wrote {path}")
     return 0
 
+
+def describe(config: DistillConfig) -> str:
+    """The configuration as stored in the ``.npz`` (a readable dict literal)."""
+    return repr(dataclasses.asdict(config))
+
+
+def resume_from(path, config: DistillConfig, dataset):
+    """The images and loss history saved in ``path``, checked against ``config``.
+
+    Raises ``ValueError`` naming what does not match.
+    """
+    from distill import distillation, io
+
+    saved = io.load_distilled(path)
+    _, labels = distillation.initial_distilled_set(config, dataset.num_classes,
+                                                   dataset.num_features)
+    expected_shape = (len(labels), dataset.num_features)
+    if saved.images.shape != expected_shape:
+        raise ValueError(f"it holds images of shape {saved.images.shape}, but "
+                         f"--images-per-class {config.images_per_class} on {dataset.name} "
+                         f"needs {expected_shape}")
+    if saved.labels.shape != labels.shape or not (saved.labels == labels).all():
+        raise ValueError("its labels are not those of this configuration")
+    if abs(saved.l2reg - config.l2reg) > 1e-6 * config.l2reg:
+        raise ValueError(f"it was distilled with l2reg {saved.l2reg:g}, this run uses "
+                         f"{config.l2reg:g}")
+    with np.load(path) as arrays:
+        history = [float(v) for v in arrays["loss_history"]] if "loss_history" in arrays else []
+        saved_config = str(arrays["config"]) if "config" in arrays else None
+    if saved_config is not None:
+        import ast
+
+        saved_dataset = ast.literal_eval(saved_config).get("dataset")
+        if saved_dataset != config.dataset:
+            raise ValueError(f"it was distilled from {saved_dataset}, not {config.dataset}")
+    if not history:
+        raise ValueError("it has no loss history, so it was not written by this command")
+    return saved.images, history
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -42,9 +42,43 @@ def logistic_objective(W, l2reg, data):
     return inner_objective(W, l2reg, data)
 
 
+@jax.custom_vjp
+def scores(images, W):
+    """``images @ W``, with a backward pass laid out for a tall ``images``.
+
+    The gradient with respect to ``W`` is ``images.T @ g``. For the 60,000 x
+    784 training set, XLA on CPU computes that product about twice as slowly
+    as ``g.T @ images``, its transpose, and it is the largest computation of
+    every outer step, so this backward pass computes the latter and transposes
+    the small result. The values are the same.
+    """
+    return images @ W
+
+
+def _scores_forward(images, W):
+    return images @ W, (images, W)
+
+
+def _scores_backward(residuals, g):
+    images, W = residuals
+    # The barrier keeps XLA from folding the transpose back into the product.
+    return g @ W.T, jax.lax.optimization_barrier(g.T @ images).T
+
+
+scores.defvjp(_scores_forward, _scores_backward)
+
+
 def data_loss(W, images, labels):
-    """The unregularized mean cross-entropy of ``W`` on ``(images, labels)``."""
-    return logistic_objective(W, 0.0, (images, labels))
+    """The unregularized mean cross-entropy of ``W`` on ``(images, labels)``.
+
+    The same as ``logistic_objective(W, 0.0, (images, labels))``, computed
+    through :func:`scores` for a faster gradient on large data.
+    """
+    logits = scores(images, W)
+    log_probs = jax.nn.log_softmax(logits)
+    if jnp.ndim(labels) == 2:
+        return -jnp.mean(jnp.sum(labels * log_probs, axis=1))
+    return -jnp.mean(jnp.take_along_axis(log_probs, jnp.asarray(labels)[:, None], axis=1))
 
 
 def init_inner_params(num_features: int = 784, num_classes: int = 10) -> jax.Array:

@@ -166,23 +166,35 @@ def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
     os.replace(f.name, path)
 
 
+def tfds_offline_kwargs(name: str, data_dir: str | os.PathLike | None,
+                        extract_dir: str | os.PathLike) -> dict:
+    """Extra ``tfds.load`` arguments that prepare ``name`` from the offline files.
+
+    Empty when no offline folder is set (TFDS then downloads as usual).
+    ``extract_dir`` must be a fresh folder for each preparation.
+    """
+    folder = manual_dir(name, data_dir)
+    if folder is None:
+        return {}
+    import tensorflow_datasets as tfds
+
+    # TFDS unpacks manual files to <extract_dir>/GZIP.<file name> and reuses
+    # any file already there. MNIST and Fashion-MNIST files have the same
+    # names, so a shared extract folder would build Fashion-MNIST from MNIST's
+    # images: each preparation gets a folder of its own.
+    return {"download_and_prepare_kwargs": {
+        "download_config": tfds.download.DownloadConfig(manual_dir=str(folder),
+                                                        extract_dir=str(extract_dir))
+    }}
+
+
 def _load_with_tfds(name: str, data_dir: str | os.PathLike | None,
                     tfds_data_dir: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """Both splits through ``tfds.load``, read in one batch each."""
     import tensorflow_datasets as tfds  # imported lazily: it pulls in TensorFlow
 
-    folder = manual_dir(name, data_dir)
     with tempfile.TemporaryDirectory(prefix=f"distill-{name}-extract-") as extract_dir:
-        kwargs = {}
-        if folder is not None:
-            # TFDS unpacks manual files to <extract_dir>/GZIP.<file name> and
-            # reuses any file already there. MNIST and Fashion-MNIST files have
-            # the same names, so a shared extract folder would build Fashion-MNIST
-            # from MNIST's images: each preparation gets a folder of its own.
-            kwargs["download_and_prepare_kwargs"] = {
-                "download_config": tfds.download.DownloadConfig(
-                    manual_dir=str(folder), extract_dir=extract_dir)
-            }
+        kwargs = tfds_offline_kwargs(name, data_dir, extract_dir)
         try:
             train, test = tfds.load(
                 name, split=["train", "test"], batch_size=-1, as_supervised=True,

@@ -30,7 +30,6 @@ from tqdm import tqdm
 from distill import model
 from distill.model import jaxopt
 
-
 #: Linear solvers for the implicit-differentiation system, by name. The inner
 #: Hessian is symmetric positive definite, so conjugate gradient applies as is;
 #: JAXopt's default, ``normal_cg``, runs CG on the normal equations H^T H,

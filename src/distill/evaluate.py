@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from distill import model
+from distill import cache, model
 from distill.data import Split
 
 
@@ -39,13 +39,53 @@ def random_real_subset(split: Split, images_per_class: int, seed: int, num_class
 
 
 def random_subset_accuracies(train: Split, test: Split, images_per_class: int, l2reg: float,
-                             seeds, num_classes: int = 10) -> np.ndarray:
-    """Test accuracy of the model trained on a random real subset, one entry per seed."""
-    return np.array([
-        test_accuracy(*random_real_subset(train, images_per_class, seed, num_classes), l2reg,
-                      test)
-        for seed in seeds
-    ])
+                             seeds, num_classes: int = 10, *, use_cache: bool = True) -> np.ndarray:
+    """Test accuracy of the model trained on a random real subset, one entry per seed.
+
+    Cached on disk (see :mod:`distill.cache`): the chapters that compare
+    against these baselines compute them once between them.
+    """
+    seeds = [int(seed) for seed in seeds]
+
+    def compute():
+        return {"accuracies": np.array([
+            test_accuracy(*random_real_subset(train, images_per_class, seed, num_classes),
+                          l2reg, test)
+            for seed in seeds
+        ])}
+
+    key = {"train": [cache.fingerprint(train.images), cache.fingerprint(train.labels)],
+           "test": [cache.fingerprint(test.images), cache.fingerprint(test.labels)],
+           "images_per_class": int(images_per_class), "l2reg": float(l2reg), "seeds": seeds,
+           "num_classes": int(num_classes)}
+    return cache.cached("random-subsets", key, compute, enabled=use_cache)["accuracies"]
+
+
+def all_data_model(train: Split, l2reg: float = 1e-4, *, tol: float = 1e-4,
+                   maxiter: int = 1000, use_cache: bool = True) -> np.ndarray:
+    """Logistic regression trained on all of ``train``: the reference a distilled set aims at.
+
+    About 16 s on two CPU cores for MNIST, so it is cached on disk (see
+    :mod:`distill.cache`) and computed once for all chapters.
+    """
+    def compute():
+        W, _ = model.fit_logistic_regression(train.images, train.labels, l2reg, tol=tol,
+                                             maxiter=maxiter)
+        return {"W": np.asarray(W)}
+
+    key = {"train": [cache.fingerprint(train.images), cache.fingerprint(train.labels)],
+           "l2reg": float(l2reg), "tol": float(tol), "maxiter": int(maxiter)}
+    return cache.cached("all-data-model", key, compute, enabled=use_cache)["W"]
+
+
+def exact_outer_loss(images, labels, l2reg: float, train: Split, *, tol: float = 1e-6) -> float:
+    """The outer loss ``F`` of a distilled set, with its inner problem solved to ``tol``.
+
+    Independent of the solver a run used, so that runs of different solvers
+    are compared on the same footing.
+    """
+    W, _ = model.fit_logistic_regression(images, labels, l2reg, tol=tol)
+    return float(model.data_loss(W, train.images, train.labels))
 
 
 def mean_and_spread(values) -> str:

@@ -42,3 +42,26 @@ def measure_compiled(fun, *args, repeats: int = 5) -> CompiledCost:
         raise RuntimeError(f"the {jax.default_backend()} backend gives no memory analysis")
     return CompiledCost(compile_seconds, statistics.median(times),
                         int(analysis.temp_size_in_bytes), output)
+
+
+def hypergradient_cost(images, labels, train_images, train_labels, *, iterations: int,
+                       method: str, l2reg: float = 0.1, repeats: int = 3,
+                       **inner_solver_options) -> CompiledCost:
+    """Cost of one hypergradient ``grad F(images)`` with exactly ``iterations`` inner steps.
+
+    ``method`` is ``"implicit"`` (implicit differentiation: one linear solve at
+    the inner solution) or ``"unrolled"`` (backpropagation through every inner
+    iteration). The inner tolerance is set to 1e-30, which no solve reaches,
+    so that the inner solver runs all its iterations. Extra options go to the
+    inner solver (e.g. ``implicit_diff_solve``).
+    """
+    from distill import distillation  # a layer above this module's others
+
+    if method not in ("implicit", "unrolled"):
+        raise ValueError(f"method must be 'implicit' or 'unrolled', got {method!r}")
+    config = distillation.DistillConfig(l2reg=l2reg, inner_tol=1e-30, inner_maxiter=iterations)
+    if method == "unrolled":
+        inner_solver_options = {**inner_solver_options, "implicit_diff": False}
+    loss, _ = distillation.make_outer_loss(config, labels, images.shape[1],
+                                           **inner_solver_options)
+    return measure_compiled(jax.grad(loss), images, train_images, train_labels, repeats=repeats)

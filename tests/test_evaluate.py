@@ -46,3 +46,88 @@ def test_measure_compiled_reports_time_memory_and_output():
     assert cost.compile_seconds > 0 and cost.run_seconds > 0 and cost.temp_bytes >= 0
     with pytest.raises(ValueError, match="repeats must be at least 1"):
         profiling.measure_compiled(lambda a: a, x, repeats=0)
+
+
+def test_cached_results_are_computed_once_per_key(monkeypatch, tmp_path):
+    from distill import cache
+
+    monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path))
+    calls = []
+
+    def compute():
+        calls.append(None)
+        return {"values": np.arange(3.0) * len(calls)}
+
+    first = cache.cached("demo", {"a": 1}, compute)
+    again = cache.cached("demo", {"a": 1}, compute)
+    other = cache.cached("demo", {"a": 2}, compute)
+    assert len(calls) == 2
+    np.testing.assert_array_equal(again["values"], first["values"])
+    np.testing.assert_array_equal(other["values"], 2 * first["values"])
+    # A damaged entry is computed again, never read.
+    for entry in (tmp_path / "results").glob("demo-*.npz"):
+        entry.write_bytes(b"not an npz file")
+    cache.cached("demo", {"a": 1}, compute)
+    assert len(calls) == 3
+    # Disabled, it neither reads nor writes.
+    cache.cached("demo", {"a": 1}, compute, enabled=False)
+    assert len(calls) == 4
+
+
+def test_fingerprints_see_every_value():
+    from distill import cache
+
+    values = np.zeros((100, 7), np.float32)
+    changed = values.copy()
+    changed[57, 3] = 1e-6
+    assert cache.fingerprint(values) == cache.fingerprint(values.copy())
+    assert cache.fingerprint(values) != cache.fingerprint(changed)
+    assert cache.fingerprint(values) != cache.fingerprint(values.astype(np.float64))
+    assert cache.fingerprint(values) != cache.fingerprint(values.reshape(7, 100))
+
+
+def test_baselines_from_the_cache_equal_fresh_ones(monkeypatch, tmp_path, toy_dataset):
+    monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path))
+    train, test = toy_dataset.train, toy_dataset.test
+    fresh = evaluate.random_subset_accuracies(train, test, 2, 0.1, range(3), use_cache=False)
+    first = evaluate.random_subset_accuracies(train, test, 2, 0.1, range(3))
+    cached = evaluate.random_subset_accuracies(train, test, 2, 0.1, range(3))
+    np.testing.assert_array_equal(first, fresh)
+    np.testing.assert_array_equal(cached, fresh)
+    assert len(list((tmp_path / "results").glob("random-subsets-*.npz"))) == 1
+    W = evaluate.all_data_model(train, 1e-2, tol=1e-5)
+    W_fresh = evaluate.all_data_model(train, 1e-2, tol=1e-5, use_cache=False)
+    np.testing.assert_allclose(W, W_fresh, rtol=1e-6)
+    assert evaluate.all_data_model(train, 1e-3, tol=1e-5).shape == (20, 10)
+    assert len(list((tmp_path / "results").glob("all-data-model-*.npz"))) == 2
+
+
+def test_exact_outer_loss_is_the_loss_of_the_trained_model(toy_dataset):
+    from distill import model
+
+    train = toy_dataset.train
+    images, labels = train.images[::40], train.labels[::40]
+    W, _ = model.fit_logistic_regression(images, labels, 0.1, tol=1e-6)
+    expected = float(model.data_loss(W, train.images, train.labels))
+    assert evaluate.exact_outer_loss(images, labels, 0.1, train) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("method", ["implicit", "unrolled"])
+def test_hypergradient_cost_runs_the_requested_iterations(toy_dataset, method):
+    import jax.numpy as jnp
+
+    train = toy_dataset.train
+    images = jnp.asarray(train.images[::40])
+    labels = jnp.arange(10)
+    few = profiling.hypergradient_cost(images, labels, train.images, train.labels,
+                                       iterations=5, method=method, repeats=1)
+    many = profiling.hypergradient_cost(images, labels, train.images, train.labels,
+                                        iterations=200, method=method, repeats=1)
+    assert few.output.shape == images.shape
+    if method == "unrolled":
+        assert many.temp_bytes > few.temp_bytes  # every iterate is stored
+    else:
+        assert many.temp_bytes == few.temp_bytes
+    with pytest.raises(ValueError, match="method must be"):
+        profiling.hypergradient_cost(images, labels, train.images, train.labels,
+                                     iterations=5, method="forward")

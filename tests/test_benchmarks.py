@@ -1,0 +1,33 @@
+"""The benchmarks run, and what they print holds (the full runs are in benchmarks/README.md)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import requires_mnist
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@requires_mnist
+def test_implicit_memory_stays_flat_while_unrolled_grows(tmp_path):
+    figures = tmp_path / "figures.json"
+    completed = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "implicit_vs_unrolled.py"), "--iterations", "10", "100",
+         "--json", str(figures)],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "implicit: working memory" in completed.stdout
+    results = json.loads(figures.read_text())["results"]
+    memory = {(row["method"], row["iterations"]): row["temp_bytes"] for row in results}
+    assert memory["implicit", 10] == memory["implicit", 100]
+    assert memory["unrolled", 100] > 2 * memory["unrolled", 10]
+
+
+def test_the_original_vs_fast_benchmark_documents_itself():
+    completed = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "original_vs_fast.py"), "--help"],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "--repeats" in completed.stdout

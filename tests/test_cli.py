@@ -99,21 +99,22 @@ def test_resume_refuses_a_missing_file(monkeypatch, tmp_path, capsys):
 
 def test_an_interrupted_run_leaves_its_last_step_on_disk(monkeypatch, tmp_path, capsys):
     _fake_data(monkeypatch)
-    calls = []
+    real_distill = distillation.distill
 
-    def interrupt_after_four_steps(config, state):
-        calls.append(None)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return 1.0  # never below outer_tol
+    def interrupted_at_step_4(*args, **kwargs):
+        def interrupt(step, images, inner_params):
+            if step == 4:
+                raise KeyboardInterrupt  # as Ctrl-C would, while step 4 is being recorded
 
-    monkeypatch.setattr(distillation, "_outer_error", interrupt_after_four_steps)
+        return real_distill(*args, callback=interrupt, **kwargs)
+
+    monkeypatch.setattr(distillation, "distill", interrupted_at_step_4)
     out = tmp_path / "run.npz"
     assert cli.main(["--steps", "50", "--save-every", "3", "--no-progress",
                      "--no-compile-cache", "--out", str(out)]) == 130
     assert f"--resume {out}" in capsys.readouterr().err
     with np.load(out) as arrays:
-        assert len(arrays["loss_history"]) == 5  # the start and four steps
+        assert len(arrays["loss_history"]) == 4  # the start and three completed steps
 
 
 @requires_mnist

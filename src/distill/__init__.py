@@ -5,8 +5,10 @@ Layers, each importing only those above it:
 - :mod:`distill.data`: datasets as flat float arrays (TFDS, offline files, cache)
 - :mod:`distill.model`: the inner model (logistic regression) and its solvers
 - :mod:`distill.distillation`: the outer problem and the distillation loop
-- :mod:`distill.evaluate`: test accuracy, random real baselines
-- :mod:`distill.plotting`: figures
+- :mod:`distill.evaluate`: test accuracy, random real baselines (kept on disk
+  by :mod:`distill.cache`)
+- :mod:`distill.plotting`: figures; :mod:`distill.profiling`: compile and run
+  time, working memory
 - :mod:`distill.io`: the distilled set on disk; :mod:`distill.cli`: the command line
 """
 

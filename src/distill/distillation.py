@@ -180,23 +180,85 @@ def make_outer_loss(config: DistillConfig, distilled_labels, num_features: int =
 
 
 class _Engine(typing.NamedTuple):
-    """One outer optimizer around the outer loss, as two functions to compile.
+    """One outer optimizer around the outer loss.
 
-    ``start(images, init_params, X, y) -> state`` and
-    ``step(images, state, init_params, X, y) -> (images, state)``; after
-    either, ``report(state) -> (loss, inner_params, inner_error)`` at the
-    current images.
+    ``start(run, images, init_params, X, y) -> state`` and
+    ``step(run, images, state, init_params, X, y) -> (images, state)``, where
+    ``run(fun, *args)`` calls ``jax.jit(fun)`` compiled once for such
+    arguments; after either, ``report(state) -> (loss, inner_params,
+    inner_error)`` at the current images, and ``error(state)``, the quantity
+    the stopping rule compares with ``outer_tol``.
     """
 
     start: typing.Callable
     step: typing.Callable
     report: typing.Callable
+    error: typing.Callable
 
 
 class _AdamState(typing.NamedTuple):
     optimizer: typing.Any
     value: jax.Array
     aux: tuple
+
+
+class _LbfgsState(typing.NamedTuple):
+    optimizer: typing.Any   # optax's L-BFGS memory
+    value: jax.Array        # outer loss at the current images
+    aux: tuple              # (inner solution, inner error) there
+    gradient: jax.Array     # hypergradient there
+    failed: bool            # the last line search found no decrease
+
+
+#: Line search of the L-BFGS outer steps: sufficient-decrease constant and
+#: the most halvings of the step before giving up.
+_ARMIJO = 1e-4
+_MAX_HALVINGS = 20
+
+
+def _lbfgs_engine(fun, memory_size: int = 10) -> _Engine:
+    """L-BFGS: optax's direction, a backtracking line search driven from Python.
+
+    Each trial point costs one compiled call of ``value_and_grad(fun)``, the
+    same program at every step, and usually the first trial (the full step)
+    is accepted; compiling one small program instead of a solver loop with
+    the line search inside keeps compilation short.
+    """
+    value_and_grad = jax.value_and_grad(fun, has_aux=True)
+    lbfgs = optax.scale_by_lbfgs(memory_size=memory_size)
+
+    def direction(gradient, optimizer_state, images):
+        updates, optimizer_state = lbfgs.update(gradient, optimizer_state, images)
+        return -updates, optimizer_state, jnp.vdot(gradient, -updates)
+
+    def start(run, images, init_params, train_images, train_labels):
+        (value, aux), gradient = run(value_and_grad, images, init_params, train_images,
+                                     train_labels)
+        return _LbfgsState(run(lbfgs.init, images), value, aux, gradient, False)
+
+    def step(run, images, state, init_params, train_images, train_labels):
+        updates, optimizer_state, slope = run(direction, state.gradient, state.optimizer,
+                                              images)
+        if not float(slope) < 0:
+            # Not a descent direction (curvature pairs can mislead on a
+            # non-convex problem): forget the memory, step along -gradient.
+            optimizer_state = run(lbfgs.init, images)
+            updates, optimizer_state, slope = run(direction, state.gradient, optimizer_state,
+                                                  images)
+        value, slope, stepsize = float(state.value), float(slope), 1.0
+        for _ in range(_MAX_HALVINGS + 1):
+            candidate = images + stepsize * updates
+            (new_value, aux), gradient = run(value_and_grad, candidate, init_params,
+                                             train_images, train_labels)
+            if float(new_value) <= value + _ARMIJO * stepsize * slope:
+                return candidate, _LbfgsState(optimizer_state, new_value, aux, gradient, False)
+            stepsize /= 2
+        return images, state._replace(failed=True)
+
+    return _Engine(start=start, step=step,
+                   report=lambda state: (state.value, *state.aux),
+                   error=lambda state: 0.0 if state.failed
+                   else float(jnp.linalg.norm(state.gradient)))
 
 
 @functools.lru_cache(maxsize=32)
@@ -214,52 +276,45 @@ def _engine(key: DistillConfig, num_classes: int, num_features: int) -> _Engine:
         return loss, (inner.params, inner.state.error)
 
     if key.outer_optimizer == "lbfgs":
-        # Its state carries the loss and the inner solution at the new iterate.
-        solver = jaxopt.LBFGS(fun=fun, has_aux=True, tol=key.outer_tol, maxiter=key.steps,
-                              linesearch="backtracking")
-        return _Engine(start=solver.init_state, step=solver.update,
-                       report=lambda state: (state.value, *state.aux))
+        return _lbfgs_engine(fun)
 
-    evaluate = jax.jit(fun)
     if key.outer_optimizer == "gradient_descent":
+        # JAXopt's GradientDescent with its line search, as in the original.
         solver = jaxopt.GradientDescent(fun=fun, has_aux=True, tol=key.outer_tol,
                                         maxiter=key.steps)
 
-        def start(images, init_params, train_images, train_labels):
+        def gd_start(images, init_params, train_images, train_labels):
             state = solver.init_state(images, init_params, train_images, train_labels)
-            return state, evaluate(images, init_params, train_images, train_labels)
+            return state, fun(images, init_params, train_images, train_labels)
 
-        def step(images, state, init_params, train_images, train_labels):
-            state, _ = state
-            images, state = solver.update(images, state, init_params, train_images, train_labels)
+        def gd_step(images, state, init_params, train_images, train_labels):
+            images, state = solver.update(images, state[0], init_params, train_images,
+                                          train_labels)
             return images, (state, fun(images, init_params, train_images, train_labels))
 
-        return _Engine(start=start, step=step, report=lambda state: (state[1][0], *state[1][1]))
+        return _Engine(start=lambda run, *args: run(gd_start, *args),
+                       step=lambda run, *args: run(gd_step, *args),
+                       report=lambda state: (state[1][0], *state[1][1]),
+                       error=lambda state: float(state[0].error))
 
     optimizer = optax.adam(key.learning_rate)
     value_and_grad = jax.value_and_grad(fun, has_aux=True)
 
-    def start(images, init_params, train_images, train_labels):
+    def adam_start(images, init_params, train_images, train_labels):
         value, aux = fun(images, init_params, train_images, train_labels)
         return _AdamState(optimizer.init(images), value, aux)
 
-    def step(images, state, init_params, train_images, train_labels):
+    def adam_step(images, state, init_params, train_images, train_labels):
         _, gradient = value_and_grad(images, init_params, train_images, train_labels)
         updates, optimizer_state = optimizer.update(gradient, state.optimizer, images)
         images = optax.apply_updates(images, updates)
         value, aux = fun(images, init_params, train_images, train_labels)
         return images, _AdamState(optimizer_state, value, aux)
 
-    return _Engine(start=start, step=step, report=lambda state: (state.value, *state.aux))
-
-
-def _outer_error(config: DistillConfig, state) -> float:
-    """The outer solver's stopping quantity (inf for Adam, which has none)."""
-    if config.outer_optimizer == "lbfgs":
-        return float(state.error)
-    if config.outer_optimizer == "gradient_descent":
-        return float(state[0].error)
-    return math.inf
+    return _Engine(start=lambda run, *args: run(adam_start, *args),
+                   step=lambda run, *args: run(adam_step, *args),
+                   report=lambda state: (state.value, *state.aux),
+                   error=lambda state: math.inf)  # Adam has no stopping quantity
 
 
 def distill(train_images, train_labels, config: DistillConfig = DistillConfig(), *,
@@ -305,13 +360,13 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
     args = (train_images, train_labels)
     compile_seconds = 0.0
 
-    def compiled(fun, *fun_args):
+    def run(fun, *fun_args):
         nonlocal compile_seconds
         compiled_fun, seconds = _compiled(fun, *fun_args)
         compile_seconds += seconds
-        return compiled_fun
+        return compiled_fun(*fun_args)
 
-    state = compiled(engine.start, images, first_init, *args)(images, first_init, *args)
+    state = engine.start(run, images, first_init, *args)
 
     losses: list[float] = []
     inner_errors: list[float] = []
@@ -335,8 +390,7 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
             # Same stopping rule as jaxopt's run(): one step, then while error > tol.
             while True:
                 init_params = inner_params if config.warm_start else first_init
-                step_fn = compiled(engine.step, images, state, init_params, *args)
-                new_images, state = step_fn(images, state, init_params, *args)
+                new_images, state = engine.step(run, images, state, init_params, *args)
                 loss, inner_params = record(state, new_images)
                 images, steps = new_images, steps + 1
                 bar.update(1)
@@ -344,7 +398,7 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
                 if checkpoint is not None and steps % checkpoint_every == 0:
                     checkpoint(np.asarray(images, np.float32), np.asarray(labels, np.int32),
                                list(losses))
-                if steps >= config.steps or not _outer_error(config, state) > config.outer_tol:
+                if steps >= config.steps or not engine.error(state) > config.outer_tol:
                     break
     except KeyboardInterrupt:
         if checkpoint is not None:

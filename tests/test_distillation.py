@@ -1,4 +1,5 @@
 import dataclasses
+import functools
 import math
 
 import jax
@@ -201,7 +202,8 @@ def test_checkpoints_hold_the_last_completed_step_when_interrupted():
     config = distillation.DistillConfig(steps=20)
     saved = []
 
-    def checkpoint(images, labels, loss_history):
+    def checkpoint(images, labels, l2reg, loss_history):
+        assert l2reg == config.l2reg
         saved.append((images.copy(), labels.copy(), loss_history))
 
     def interrupt_at_step_5(step, images, inner_params):
@@ -218,3 +220,58 @@ def test_checkpoints_hold_the_last_completed_step_when_interrupted():
     np.testing.assert_allclose(saved[-1][0], uninterrupted.images, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(saved[-1][2], uninterrupted.loss_history, rtol=1e-6)
     np.testing.assert_array_equal(saved[-1][1], np.arange(10))
+
+
+def _finite_difference_check(objective, variables, name, train, epsilon, rtol):
+    """Compare the hypergradient of ``variables[name]`` with central differences."""
+    gradient = jax.grad(lambda v: objective(v, train.images, train.labels)[0])(variables)[name]
+    direction = gradient / jnp.linalg.norm(gradient)  # the derivative there is |gradient|
+
+    def shifted(sign):
+        moved = dict(variables, **{name: variables[name] + sign * epsilon * direction})
+        return objective(moved, train.images, train.labels)[0]
+
+    finite_difference = (shifted(1) - shifted(-1)) / (2 * epsilon)
+    np.testing.assert_allclose(finite_difference, jnp.vdot(gradient, direction), rtol=rtol)
+
+
+@pytest.mark.parametrize("name", ["images", "log_l2reg", "label_logits"])
+def test_hypergradients_of_every_learned_quantity_match_finite_differences(toy_dataset, name):
+    jax.config.update("jax_enable_x64", True)
+    try:
+        train = toy_dataset.train
+        config = distillation.DistillConfig(inner_tol=1e-10, inner_maxiter=20000,
+                                            learn_l2reg=True, learn_labels=True)
+        images, labels = distillation.initial_distilled_set(config, 10, 20)
+        images = jnp.asarray(images, jnp.float64) + jnp.asarray(train.images[::40], jnp.float64)
+        variables = distillation.initial_variables(config, images, labels)
+        variables = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), variables)
+        variables["label_logits"] = variables["label_logits"] + 0.3 * jax.random.normal(
+            jax.random.PRNGKey(1), variables["label_logits"].shape)
+        objective = distillation.make_outer_objective(
+            config, labels, 20,
+            implicit_diff_solve=functools.partial(jaxopt.linear_solve.solve_cg, tol=1e-12))
+        _, inner = objective(variables, train.images, train.labels)
+        assert float(inner.state.error) <= 1e-10
+        _finite_difference_check(objective, variables, name, train, epsilon=1e-3, rtol=1e-4)
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
+def test_learning_l2reg_and_labels_lowers_the_loss_below_the_fixed_setting():
+    train = make_toy_dataset(num_features=100).train
+    fixed = distillation.distill(train.images, train.labels,
+                                 distillation.DistillConfig(steps=15), progress=False)
+    learned = distillation.distill(
+        train.images, train.labels,
+        distillation.DistillConfig(steps=15, learn_l2reg=True, learn_labels=True),
+        progress=False)
+    assert learned.inner_not_converged == 0
+    assert learned.final_loss < fixed.final_loss
+    assert learned.l2reg != 0.1 and learned.labels.shape == (10, 10)
+    assert learned.labels.dtype == np.float32
+    np.testing.assert_allclose(learned.labels.sum(axis=1), 1.0, rtol=1e-5)
+    # The result describes the model that was trained: refit on it, same loss.
+    W, _ = model.fit_logistic_regression(learned.images, learned.labels, learned.l2reg, tol=1e-6)
+    np.testing.assert_allclose(model.data_loss(W, train.images, train.labels),
+                               learned.final_loss, rtol=1e-3)

@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"seed of the initial images (default {defaults.seed})")
     parser.add_argument("--out", default="distilled.npz",
                         help="where to write the distilled set (default distilled.npz)")
+    parser.add_argument("--learn-l2reg", action="store_true", default=None,
+                        help="learn the inner l2reg along with the images")
+    parser.add_argument("--learn-labels", action="store_true", default=None,
+                        help="learn soft labels along with the images")
     parser.add_argument("--resume", metavar="PATH",
                         help="start from the distilled set saved in PATH (by an earlier run "
                              "with the same dataset, images per class and settings) instead "
@@ -48,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> DistillConfig:
     overrides = {field: getattr(args, field)
-                 for field in ("dataset", "images_per_class", "steps", "seed")
+                 for field in ("dataset", "images_per_class", "steps", "seed", "learn_l2reg",
+                               "learn_labels")
                  if getattr(args, field) is not None}
     if args.preset is None:
         return DistillConfig(**overrides)
@@ -91,34 +96,37 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loaded {dataset.name}: {len(dataset.train)} training and {len(dataset.test)} "
           f"test images in {time.perf_counter() - start:.1f} s", flush=True)
 
-    init_images, earlier_history = None, []
+    saved, earlier_history = None, []
     if args.resume is not None:
         try:
-            init_images, earlier_history = resume_from(args.resume, config, dataset)
+            saved, earlier_history = resume_from(args.resume, config, dataset)
         except (ValueError, OSError) as error:
             print(f"error: cannot resume from {args.resume}: {error}", file=sys.stderr)
             return 2
         print(f"resuming from {args.resume}: outer loss {earlier_history[-1]:.4f} after "
               f"{len(earlier_history) - 1} steps", flush=True)
 
-    def save(images, labels, loss_history):
+    def save(images, labels, l2reg, loss_history):
         # A resumed run's history continues the saved one (whose last entry is
         # this run's starting loss).
         history = earlier_history[:-1] + list(loss_history)
-        return io.save_distilled(args.out, images, labels, config.l2reg,
+        return io.save_distilled(args.out, images, labels, l2reg,
                                  loss_history=np.asarray(history, dtype=np.float64),
                                  config=describe(config))
 
     try:
         result = distillation.distill(
-            dataset.train.images, dataset.train.labels, config, init_images=init_images,
+            dataset.train.images, dataset.train.labels, config,
+            init_images=None if saved is None else saved.images,
+            init_l2reg=None if saved is None else saved.l2reg,
+            init_labels=None if saved is None or saved.labels.ndim == 1 else saved.labels,
             num_classes=dataset.num_classes, progress=not args.no_progress,
             checkpoint=save, checkpoint_every=args.save_every)
     except KeyboardInterrupt:
         print(f"\nstopped; the last complete step is in {args.out}: continue with "
               f"--resume {args.out}", file=sys.stderr)
         return 130
-    path = save(result.images, result.labels, result.loss_history)
+    path = save(result.images, result.labels, result.l2reg, result.loss_history)
     # The run's own inner solution is the trained model: it meets the inner
     # tolerance (checked by distill), so no separate fit is needed.
     accuracy = model.accuracy(result.inner_params, dataset.test.images, dataset.test.labels)
@@ -126,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{result.seconds:.1f} s (compiling {result.compile_seconds:.1f} s)", flush=True)
     print(f"outer loss {result.loss_history[0]:.4f} -> {result.final_loss:.4f}; "
           f"inner solves that stopped at maxiter: {result.inner_not_converged}")
+    learned = [f"l2reg {result.l2reg:.3g}"] if config.learn_l2reg else []
+    if config.learn_labels:
+        learned.append(f"soft labels (mean weight on the own class "
+                       f"{np.mean(np.max(result.labels, axis=1)):.2f})")
+    if learned:
+        print(f"learned along with the images: {', '.join(learned)}")
     print(f"test accuracy of logistic regression trained on them: {accuracy:.2%}")
     print(f"wrote {path}")
     return 0
@@ -137,9 +151,9 @@ def describe(config: DistillConfig) -> str:
 
 
 def resume_from(path, config: DistillConfig, dataset):
-    """The images and loss history saved in ``path``, checked against ``config``.
+    """The set saved in ``path`` (a :class:`distill.io.DistilledSet`) and its loss history.
 
-    Raises ``ValueError`` naming what does not match.
+    Checked against ``config``; raises ``ValueError`` naming what does not match.
     """
     from distill import distillation, io
 
@@ -151,11 +165,15 @@ def resume_from(path, config: DistillConfig, dataset):
         raise ValueError(f"it holds images of shape {saved.images.shape}, but "
                          f"--images-per-class {config.images_per_class} on {dataset.name} "
                          f"needs {expected_shape}")
-    if saved.labels.shape != labels.shape or not (saved.labels == labels).all():
+    if saved.labels.ndim == 2 and not config.learn_labels:
+        raise ValueError("it holds learned soft labels: resume it with --learn-labels")
+    hard = saved.labels if saved.labels.ndim == 1 else saved.labels.argmax(axis=1)
+    if not (hard == np.asarray(labels)).all():
         raise ValueError("its labels are not those of this configuration")
-    if abs(saved.l2reg - config.l2reg) > 1e-6 * config.l2reg:
+    if not config.learn_l2reg and abs(saved.l2reg - config.l2reg) > 1e-6 * config.l2reg:
         raise ValueError(f"it was distilled with l2reg {saved.l2reg:g}, this run uses "
-                         f"{config.l2reg:g}")
+                         f"{config.l2reg:g} (resume a run that learned l2reg with "
+                         "--learn-l2reg)")
     with np.load(path) as arrays:
         history = [float(v) for v in arrays["loss_history"]] if "loss_history" in arrays else []
         saved_config = str(arrays["config"]) if "config" in arrays else None
@@ -167,7 +185,7 @@ def resume_from(path, config: DistillConfig, dataset):
             raise ValueError(f"it was distilled from {saved_dataset}, not {config.dataset}")
     if not history:
         raise ValueError("it has no loss history, so it was not written by this command")
-    return saved.images, history
+    return saved, history
 
 if __name__ == "__main__":
     sys.exit(main())

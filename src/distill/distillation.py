@@ -59,6 +59,11 @@ class DistillConfig:
     - ``linear_solve``: the solver of the implicit-differentiation system;
     - ``outer_optimizer``: L-BFGS instead of gradient descent
       (``learning_rate`` is used by Adam only).
+
+    ``learn_l2reg`` and ``learn_labels`` make the outer problem learn more
+    than the pixels: ``log(l2reg)`` (starting from ``l2reg``) and soft labels
+    (the softmax of learned logits, starting close to the hard labels), each
+    through the same implicit differentiation.
     """
 
     dataset: str = "mnist"
@@ -73,6 +78,8 @@ class DistillConfig:
     linear_solve: str = "cg"
     outer_optimizer: str = "lbfgs"
     learning_rate: float = 0.01
+    learn_l2reg: bool = False   # learn log(l2reg) along with the images
+    learn_labels: bool = False  # learn soft labels (softmax of logits) along with the images
 
     def __post_init__(self):
         for name in ("images_per_class", "steps", "inner_maxiter"):
@@ -85,8 +92,9 @@ class DistillConfig:
             value = getattr(self, name)
             if not (isinstance(value, numbers.Real) and np.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-        if not isinstance(self.warm_start, (bool, np.bool_)):
-            raise ValueError(f"warm_start must be True or False, got {self.warm_start!r}")
+        for name in ("warm_start", "learn_l2reg", "learn_labels"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.linear_solve not in LINEAR_SOLVES:
             raise ValueError(f"linear_solve must be one of {sorted(LINEAR_SOLVES)}, "
                              f"got {self.linear_solve!r}")
@@ -108,8 +116,8 @@ PRESETS = {
 @dataclasses.dataclass
 class DistillResult:
     images: np.ndarray           # (k, num_features) float32, learned
-    labels: np.ndarray           # (k,) int32, fixed
-    l2reg: float
+    labels: np.ndarray           # (k,) int32 when fixed; (k, num_classes) float32 when learned
+    l2reg: float                 # the inner l2reg (learned when config.learn_l2reg)
     loss_history: list[float]    # outer loss before step 1, then after each step
     inner_errors: list[float]    # inner stopping quantity (state.error) at each iterate
     inner_not_converged: int     # iterates whose inner solve stopped at maxiter
@@ -137,6 +145,59 @@ def initial_distilled_set(config: DistillConfig, num_classes: int = 10,
     return images, labels
 
 
+#: Initial label logits when labels are learned: softmax gives the true class
+#: about 0.94 and the others the rest, evenly.
+LABEL_LOGIT_SCALE = 5.0
+
+
+def initial_variables(config: DistillConfig, images, labels, num_classes: int = 10) -> dict:
+    """The outer problem's variables: ``images``, plus what ``config`` learns besides."""
+    variables = {"images": jnp.asarray(images, jnp.float32)}
+    if config.learn_l2reg:
+        variables["log_l2reg"] = jnp.log(jnp.float32(config.l2reg))
+    if config.learn_labels:
+        variables["label_logits"] = LABEL_LOGIT_SCALE * jax.nn.one_hot(labels, num_classes)
+    return variables
+
+
+def l2reg_and_targets(config: DistillConfig, variables: dict, labels):
+    """The inner problem's ``l2reg`` and targets for these outer variables."""
+    l2reg = jnp.exp(variables["log_l2reg"]) if "log_l2reg" in variables else config.l2reg
+    targets = (jax.nn.softmax(variables["label_logits"]) if "label_logits" in variables
+               else labels)
+    return l2reg, targets
+
+
+def make_outer_objective(config: DistillConfig, distilled_labels, num_features: int = 784,
+                         num_classes: int = 10, **inner_solver_options):
+    """Build ``objective(variables, train_images, train_labels, init_params=None)``.
+
+    The outer loss as a function of all the outer variables (a dict from
+    :func:`initial_variables`: ``images``, and ``log_l2reg`` and
+    ``label_logits`` when learned). Returns ``(loss, inner)``, the inner
+    solver's result as in :func:`make_outer_loss`; ``jax.grad`` with
+    ``has_aux=True`` gives the hypergradient with respect to every variable.
+    """
+    options = {"implicit_diff_solve": LINEAR_SOLVES[config.linear_solve],
+               **inner_solver_options}
+    if config.learn_labels:
+        options.setdefault("objective", model.logistic_objective)  # soft targets
+    inner_solver = model.make_inner_solver(tol=config.inner_tol, maxiter=config.inner_maxiter,
+                                           **options)
+    inner_init = model.init_inner_params(num_features, num_classes)
+
+    def objective(variables, train_images, train_labels, init_params=None):
+        images = variables["images"]
+        if init_params is None:
+            init_params = inner_init
+        init_params = jax.lax.stop_gradient(init_params).astype(images.dtype)
+        l2reg, targets = l2reg_and_targets(config, variables, distilled_labels)
+        inner = inner_solver.run(init_params, l2reg, (images, targets))
+        return model.data_loss(inner.params, train_images, train_labels), inner
+
+    return objective
+
+
 def make_outer_loss(config: DistillConfig, distilled_labels, num_features: int = 784,
                     num_classes: int = 10, **inner_solver_options):
     """Build ``outer_loss(distilled_images, train_images, train_labels)``.
@@ -158,20 +219,16 @@ def make_outer_loss(config: DistillConfig, distilled_labels, num_features: int =
     ``inner_solver_options`` go to :func:`distill.model.make_inner_solver`,
     e.g. ``implicit_diff=False`` to differentiate by unrolling the inner
     iterations, or ``implicit_diff_solve=...`` to override the linear solver
-    named by ``config.linear_solve``.
+    named by ``config.linear_solve``. Learned ``l2reg`` or labels are not
+    variables here (see :func:`make_outer_objective`): this is the loss as a
+    function of the images alone, with ``config.l2reg`` and the given labels.
     """
-    options = {"implicit_diff_solve": LINEAR_SOLVES[config.linear_solve],
-               **inner_solver_options}
-    inner_solver = model.make_inner_solver(tol=config.inner_tol, maxiter=config.inner_maxiter,
-                                           **options)
-    inner_init = model.init_inner_params(num_features, num_classes)
+    fixed = dataclasses.replace(config, learn_l2reg=False, learn_labels=False)
+    objective = make_outer_objective(fixed, distilled_labels, num_features, num_classes,
+                                     **inner_solver_options)
 
     def outer_loss_and_inner(distilled_images, train_images, train_labels, init_params=None):
-        if init_params is None:
-            init_params = inner_init
-        init_params = jax.lax.stop_gradient(init_params).astype(distilled_images.dtype)
-        inner = inner_solver.run(init_params, config.l2reg, (distilled_images, distilled_labels))
-        return model.data_loss(inner.params, train_images, train_labels), inner
+        return objective({"images": distilled_images}, train_images, train_labels, init_params)
 
     def outer_loss(distilled_images, train_images, train_labels, init_params=None):
         return outer_loss_and_inner(distilled_images, train_images, train_labels, init_params)[0]
@@ -206,7 +263,7 @@ class _LbfgsState(typing.NamedTuple):
     optimizer: typing.Any   # optax's L-BFGS memory
     value: jax.Array        # outer loss at the current images
     aux: tuple              # (inner solution, inner error) there
-    gradient: jax.Array     # hypergradient there
+    gradient: dict          # hypergradient there, for every variable
     failed: bool            # the last line search found no decrease
 
 
@@ -227,9 +284,13 @@ def _lbfgs_engine(fun, memory_size: int = 10) -> _Engine:
     value_and_grad = jax.value_and_grad(fun, has_aux=True)
     lbfgs = optax.scale_by_lbfgs(memory_size=memory_size)
 
-    def direction(gradient, optimizer_state, images):
-        updates, optimizer_state = lbfgs.update(gradient, optimizer_state, images)
-        return -updates, optimizer_state, jnp.vdot(gradient, -updates)
+    def direction(gradient, optimizer_state, variables):
+        updates, optimizer_state = lbfgs.update(gradient, optimizer_state, variables)
+        updates = jax.tree.map(jnp.negative, updates)
+        return updates, optimizer_state, optax.tree.vdot(gradient, updates)
+
+    def move(variables, updates, stepsize):
+        return jax.tree.map(lambda v, u: v + stepsize * u, variables, updates)
 
     def start(run, images, init_params, train_images, train_labels):
         (value, aux), gradient = run(value_and_grad, images, init_params, train_images,
@@ -247,7 +308,7 @@ def _lbfgs_engine(fun, memory_size: int = 10) -> _Engine:
                                                   images)
         value, slope, stepsize = float(state.value), float(slope), 1.0
         for _ in range(_MAX_HALVINGS + 1):
-            candidate = images + stepsize * updates
+            candidate = run(move, images, updates, jnp.float32(stepsize))
             (new_value, aux), gradient = run(value_and_grad, candidate, init_params,
                                              train_images, train_labels)
             if float(new_value) <= value + _ARMIJO * stepsize * slope:
@@ -258,7 +319,7 @@ def _lbfgs_engine(fun, memory_size: int = 10) -> _Engine:
     return _Engine(start=start, step=step,
                    report=lambda state: (state.value, *state.aux),
                    error=lambda state: 0.0 if state.failed
-                   else float(jnp.linalg.norm(state.gradient)))
+                   else float(optax.tree.norm(state.gradient)))
 
 
 @functools.lru_cache(maxsize=32)
@@ -269,10 +330,10 @@ def _engine(key: DistillConfig, num_classes: int, num_features: int) -> _Engine:
     number of steps or data of the same shape reuse them.
     """
     _, labels = initial_distilled_set(key, num_classes, num_features)
-    _, outer_loss_and_inner = make_outer_loss(key, labels, num_features, num_classes)
+    objective = make_outer_objective(key, labels, num_features, num_classes)
 
-    def fun(images, init_params, train_images, train_labels):
-        loss, inner = outer_loss_and_inner(images, train_images, train_labels, init_params)
+    def fun(variables, init_params, train_images, train_labels):
+        loss, inner = objective(variables, train_images, train_labels, init_params)
         return loss, (inner.params, inner.state.error)
 
     if key.outer_optimizer == "lbfgs":
@@ -318,8 +379,9 @@ def _engine(key: DistillConfig, num_classes: int, num_features: int) -> _Engine:
 
 
 def distill(train_images, train_labels, config: DistillConfig = DistillConfig(), *,
-            init_images=None, num_classes: int = 10, progress: bool = True,
-            callback=None, checkpoint=None, checkpoint_every: int = 10) -> DistillResult:
+            init_images=None, init_l2reg=None, init_labels=None, num_classes: int = 10,
+            progress: bool = True, callback=None, checkpoint=None,
+            checkpoint_every: int = 10) -> DistillResult:
     """Learn ``config.images_per_class`` images per class for ``(train_images, train_labels)``.
 
     The outer solver (``config.outer_optimizer``) is stepped one iteration at
@@ -331,17 +393,20 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
     (``compile_seconds`` in the result is zero then).
 
     ``init_images`` replaces the initial noise, e.g. to resume a run from a
-    saved set (an L-BFGS run then starts with an empty memory).
+    saved set (an L-BFGS run then starts with an empty memory); with
+    ``config.learn_l2reg`` or ``config.learn_labels``, ``init_l2reg`` and
+    ``init_labels`` (soft, (k, num_classes)) likewise replace their starting
+    values.
 
     ``callback(step, images, inner_params)``, if given, is called with the
     initial images (step 0) and after every outer step, with the inner
     solution ``W*`` trained on those images: use it to follow, say, the test
     accuracy along the way.
 
-    ``checkpoint(images, labels, loss_history)``, if given, is called every
-    ``checkpoint_every`` steps, and with the last completed step when the run
-    is interrupted (``KeyboardInterrupt``, which is then raised again): use it
-    to save the set so that a stopped run can be resumed.
+    ``checkpoint(images, labels, l2reg, loss_history)``, if given, is called
+    every ``checkpoint_every`` steps, and with the last completed step when
+    the run is interrupted (``KeyboardInterrupt``, which is then raised
+    again): use it to save the set so that a stopped run can be resumed.
     """
     start = time.perf_counter()
     train_images = jnp.asarray(train_images)
@@ -353,6 +418,17 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
         if images.shape != (len(labels), num_features):
             raise ValueError(f"init_images must have shape {(len(labels), num_features)}, "
                              f"got {images.shape}")
+    variables = initial_variables(config, images, labels, num_classes)
+    if init_l2reg is not None and config.learn_l2reg:
+        if not (np.isfinite(init_l2reg) and init_l2reg > 0):
+            raise ValueError(f"init_l2reg must be a positive finite number, got {init_l2reg!r}")
+        variables["log_l2reg"] = jnp.log(jnp.float32(init_l2reg))
+    if init_labels is not None and config.learn_labels:
+        init_labels = np.asarray(init_labels, np.float32)
+        if init_labels.shape != (len(labels), num_classes):
+            raise ValueError(f"init_labels must be soft labels of shape "
+                             f"{(len(labels), num_classes)}, got {init_labels.shape}")
+        variables["label_logits"] = jnp.log(jnp.clip(jnp.asarray(init_labels), 1e-12, 1.0))
 
     key = dataclasses.replace(config, dataset="", seed=0, steps=1)
     engine = _engine(key, num_classes, num_features)
@@ -366,12 +442,18 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
         compile_seconds += seconds
         return compiled_fun(*fun_args)
 
-    state = engine.start(run, images, first_init, *args)
+    def as_set(variables):
+        """``(images, labels, l2reg)`` of the distilled set the variables describe."""
+        l2reg, targets = l2reg_and_targets(config, variables, labels)
+        targets = np.asarray(targets, np.float32 if config.learn_labels else np.int32)
+        return np.asarray(variables["images"], np.float32), targets, float(l2reg)
+
+    state = engine.start(run, variables, first_init, *args)
 
     losses: list[float] = []
     inner_errors: list[float] = []
 
-    def record(state, images):
+    def record(state, variables):
         loss, inner_params, inner_error = engine.report(state)
         loss = float(loss)
         if not np.isfinite(loss):
@@ -379,10 +461,10 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
         losses.append(loss)
         inner_errors.append(float(inner_error))
         if callback is not None:
-            callback(len(losses) - 1, images, inner_params)
+            callback(len(losses) - 1, variables["images"], inner_params)
         return loss, inner_params
 
-    _, inner_params = record(state, images)
+    _, inner_params = record(state, variables)
     steps = 0
     try:
         with tqdm(total=config.steps, desc="outer steps", disable=not progress,
@@ -390,21 +472,19 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
             # Same stopping rule as jaxopt's run(): one step, then while error > tol.
             while True:
                 init_params = inner_params if config.warm_start else first_init
-                new_images, state = engine.step(run, images, state, init_params, *args)
-                loss, inner_params = record(state, new_images)
-                images, steps = new_images, steps + 1
+                new_variables, state = engine.step(run, variables, state, init_params, *args)
+                loss, inner_params = record(state, new_variables)
+                variables, steps = new_variables, steps + 1
                 bar.update(1)
                 bar.set_postfix(outer_loss=f"{loss:.4f}", refresh=False)
                 if checkpoint is not None and steps % checkpoint_every == 0:
-                    checkpoint(np.asarray(images, np.float32), np.asarray(labels, np.int32),
-                               list(losses))
+                    checkpoint(*as_set(variables), list(losses))
                 if steps >= config.steps or not engine.error(state) > config.outer_tol:
                     break
     except KeyboardInterrupt:
         if checkpoint is not None:
-            # ``images`` and ``losses`` always describe the last completed step.
-            checkpoint(np.asarray(images, np.float32), np.asarray(labels, np.int32),
-                       list(losses[:steps + 1]))
+            # ``variables`` and ``losses`` always describe the last completed step.
+            checkpoint(*as_set(variables), list(losses[:steps + 1]))
         raise
 
     not_converged = sum(error > config.inner_tol for error in inner_errors)
@@ -414,10 +494,11 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
             f"tol={config.inner_tol} at {not_converged} of {len(inner_errors)} iterates "
             f"(largest gradient norm {max(inner_errors):.3g}); the hypergradients there are "
             "not those of the true inner solution", RuntimeWarning, stacklevel=2)
+    final_images, final_labels, final_l2reg = as_set(variables)
     return DistillResult(
-        images=np.asarray(images, dtype=np.float32),
-        labels=np.asarray(labels, dtype=np.int32),
-        l2reg=config.l2reg,
+        images=final_images,
+        labels=final_labels,
+        l2reg=final_l2reg,
         loss_history=losses,
         inner_errors=inner_errors,
         inner_not_converged=not_converged,

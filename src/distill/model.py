@@ -86,16 +86,20 @@ def init_inner_params(num_features: int = 784, num_classes: int = 10) -> jax.Arr
     return jnp.ones((num_features, num_classes))
 
 
-def make_inner_solver(tol: float = 1e-3, maxiter: int = 500, **options) -> jaxopt.GradientDescent:
+def make_inner_solver(tol: float = 1e-3, maxiter: int = 500, *, objective=inner_objective,
+                      **options) -> jaxopt.GradientDescent:
     """The inner solver of the original notebook.
 
     ``GradientDescent`` (accelerated, with backtracking line search) stops
     when the gradient norm falls below ``tol`` or after ``maxiter`` steps. It
     is differentiable by implicit differentiation (``implicit_diff=True`` is
     JAXopt's default): ``jax.grad`` through ``solver.run`` solves a linear
-    system at the solution instead of backpropagating through the iterations.
+    system at the solution instead of backpropagating through the iterations,
+    with respect to every input of ``run``: the images, and also ``l2reg`` and
+    the labels when they are learned (pass ``objective=logistic_objective``
+    for soft labels).
     """
-    return jaxopt.GradientDescent(fun=inner_objective, tol=tol, maxiter=maxiter, **options)
+    return jaxopt.GradientDescent(fun=objective, tol=tol, maxiter=maxiter, **options)
 
 
 @functools.partial(jax.jit, static_argnames=("tol", "maxiter"))

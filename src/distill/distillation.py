@@ -39,8 +39,9 @@ LINEAR_SOLVES = {
     "normal_cg": jaxopt.linear_solve.solve_normal_cg,
 }
 
-#: Outer optimizers: JAXopt's L-BFGS and GradientDescent (the original
-#: notebook's), both with line search, and optax's Adam.
+#: Outer optimizers: L-BFGS (optax's direction, a backtracking line search),
+#: JAXopt's GradientDescent with its line search (the original notebook's),
+#: and optax's Adam.
 OUTER_OPTIMIZERS = ("lbfgs", "gradient_descent", "adam")
 
 
@@ -257,6 +258,7 @@ class _AdamState(typing.NamedTuple):
     optimizer: typing.Any
     value: jax.Array
     aux: tuple
+    gradient: dict          # hypergradient at the current variables
 
 
 class _LbfgsState(typing.NamedTuple):
@@ -361,16 +363,19 @@ def _engine(key: DistillConfig, num_classes: int, num_features: int) -> _Engine:
     optimizer = optax.adam(key.learning_rate)
     value_and_grad = jax.value_and_grad(fun, has_aux=True)
 
-    def adam_start(images, init_params, train_images, train_labels):
-        value, aux = fun(images, init_params, train_images, train_labels)
-        return _AdamState(optimizer.init(images), value, aux)
+    def adam_start(variables, init_params, train_images, train_labels):
+        (value, aux), gradient = value_and_grad(variables, init_params, train_images,
+                                                train_labels)
+        return _AdamState(optimizer.init(variables), value, aux, gradient)
 
-    def adam_step(images, state, init_params, train_images, train_labels):
-        _, gradient = value_and_grad(images, init_params, train_images, train_labels)
-        updates, optimizer_state = optimizer.update(gradient, state.optimizer, images)
-        images = optax.apply_updates(images, updates)
-        value, aux = fun(images, init_params, train_images, train_labels)
-        return images, _AdamState(optimizer_state, value, aux)
+    def adam_step(variables, state, init_params, train_images, train_labels):
+        # One loss-and-hypergradient per step: the gradient at the new point
+        # is kept in the state for the next step.
+        updates, optimizer_state = optimizer.update(state.gradient, state.optimizer, variables)
+        variables = optax.apply_updates(variables, updates)
+        (value, aux), gradient = value_and_grad(variables, init_params, train_images,
+                                                train_labels)
+        return variables, _AdamState(optimizer_state, value, aux, gradient)
 
     return _Engine(start=lambda run, *args: run(adam_start, *args),
                    step=lambda run, *args: run(adam_step, *args),

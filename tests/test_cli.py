@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from distill import cli, data, distillation, io
+from distill import cli, data, distillation, evaluate, io, model
 from tests.conftest import make_toy_dataset, requires_mnist
 
 
@@ -28,20 +28,37 @@ def test_unknown_dataset_is_refused(capsys):
     assert "invalid choice: 'cifar10'" in capsys.readouterr().err
 
 
-def test_writes_a_distilled_set_and_reports(monkeypatch, tmp_path, capsys):
+def test_the_default_learns_l2reg_and_presets_take_options():
+    parse = cli.build_parser().parse_args
+    assert cli.config_from_args(parse([])) == distillation.CLI_DEFAULT
+    assert distillation.CLI_DEFAULT.learn_l2reg and not distillation.CLI_DEFAULT.learn_labels
+    fixed = cli.config_from_args(parse(["--no-learn-l2reg", "--steps", "7"]))
+    assert not fixed.learn_l2reg and fixed.steps == 7
+    # Presets other than "seed" take options on top.
+    assert cli.config_from_args(parse(["--preset", "fixed-l2reg"])) == distillation.DistillConfig()
+    assert cli.config_from_args(parse(["--preset", "fixed-l2reg", "--images-per-class", "3"])) \
+        == distillation.DistillConfig(images_per_class=3)
+
+
+@pytest.mark.parametrize("options, learned", [([], True), (["--no-learn-l2reg"], False)])
+def test_writes_a_distilled_set_and_reports(monkeypatch, tmp_path, capsys, options, learned):
     toy = make_toy_dataset(num_features=784, per_class=20)
     monkeypatch.setattr(data, "load_dataset", lambda name, data_dir=None: toy)
     out = tmp_path / "runs" / "toy.npz"
-    assert cli.main(["--images-per-class", "2", "--steps", "3", "--seed", "1",
-                     "--out", str(out), "--no-progress"]) == 0
+    assert cli.main(["--images-per-class", "2", "--steps", "3", "--seed", "1", *options,
+                     "--out", str(out), "--no-progress", "--no-compile-cache"]) == 0
     printed = capsys.readouterr().out
     assert "distilled 20 images in" in printed and "test accuracy" in printed
+    assert ("learned along with the images: l2reg" in printed) == learned
     distilled = io.load_distilled(out)
     assert distilled.images.shape == (20, 784)
     np.testing.assert_array_equal(distilled.labels, np.repeat(np.arange(10), 2))
-    assert distilled.l2reg == pytest.approx(0.1)
+    # The stored l2reg is the one the images were distilled for: learned or 0.1.
+    assert (distilled.l2reg != pytest.approx(0.1)) == learned
+    steps = int(re.search(r"in (\d+) outer steps", printed).group(1))
+    assert 1 <= steps <= 3  # a learned l2reg can stop early: the toy data are separable
     with np.load(out) as arrays:
-        assert len(arrays["loss_history"]) == 4
+        assert len(arrays["loss_history"]) == steps + 1
 
 
 def _fake_data(monkeypatch):
@@ -53,7 +70,9 @@ def _fake_data(monkeypatch):
 def test_a_resumed_run_continues_the_saved_one(monkeypatch, tmp_path, capsys):
     _fake_data(monkeypatch)
     out = tmp_path / "run.npz"
-    options = ["--images-per-class", "2", "--no-progress", "--no-compile-cache"]
+    # l2reg fixed: learned, it stops within two steps on the separable toy data.
+    options = ["--images-per-class", "2", "--no-learn-l2reg", "--no-progress",
+               "--no-compile-cache"]
     assert cli.main([*options, "--steps", "3", "--out", str(out)]) == 0
     with np.load(out) as arrays:
         first_history = arrays["loss_history"]
@@ -128,7 +147,7 @@ def test_an_interrupted_run_leaves_its_last_step_on_disk(monkeypatch, tmp_path, 
 
     monkeypatch.setattr(distillation, "distill", interrupted_at_step_4)
     out = tmp_path / "run.npz"
-    assert cli.main(["--steps", "50", "--save-every", "3", "--no-progress",
+    assert cli.main(["--steps", "50", "--save-every", "3", "--no-learn-l2reg", "--no-progress",
                      "--no-compile-cache", "--out", str(out)]) == 130
     assert f"--resume {out}" in capsys.readouterr().err
     with np.load(out) as arrays:
@@ -177,11 +196,12 @@ def _independent_test_accuracy(distilled, mnist) -> float:
 
 
 @requires_mnist
-def test_learning_l2reg_lifts_one_image_per_class_above_92_percent(tmp_path):
+def test_the_default_lifts_one_image_per_class_above_92_percent(tmp_path):
+    """Issue 5's target: the command line's defaults, checked with independent code."""
     out = tmp_path / "learned.npz"
     completed = subprocess.run(
         [sys.executable, "-m", "distill", "--dataset", "mnist", "--images-per-class", "1",
-         "--learn-l2reg", "--steps", "100", "--out", str(out), "--no-progress"],
+         "--out", str(out), "--no-progress"],
         capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "inner solves that stopped at maxiter: 0" in completed.stdout
@@ -189,3 +209,19 @@ def test_learning_l2reg_lifts_one_image_per_class_above_92_percent(tmp_path):
     assert distilled.l2reg < 0.01  # learned far below the original 0.1
     accuracy = _independent_test_accuracy(distilled, data.load_dataset("mnist"))
     assert accuracy >= 0.92, accuracy
+
+
+@requires_mnist
+def test_the_default_on_fashion_mnist_comes_within_one_and_a_half_points_of_all_data(tmp_path):
+    out = tmp_path / "fashion.npz"
+    completed = subprocess.run(
+        [sys.executable, "-m", "distill", "--dataset", "fashion_mnist", "--images-per-class",
+         "1", "--out", str(out), "--no-progress"],
+        capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "inner solves that stopped at maxiter: 0" in completed.stdout
+    fashion = data.load_dataset("fashion_mnist")
+    accuracy = _independent_test_accuracy(io.load_distilled(out), fashion)
+    all_data = model.accuracy(evaluate.all_data_model(fashion.train),
+                              fashion.test.images, fashion.test.labels)
+    assert accuracy >= all_data - 0.015, (accuracy, all_data)

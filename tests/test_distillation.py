@@ -44,6 +44,7 @@ def test_initial_set_orders_labels_by_class():
     ("warm_start", "yes", "warm_start must be True or False"),
     ("linear_solve", "lu", r"linear_solve must be one of \['cg', 'normal_cg'\], got 'lu'"),
     ("outer_optimizer", "sgd", "outer_optimizer must be one of .*, got 'sgd'"),
+    ("inner_solver", "newton", r"inner_solver must be one of \['gradient_descent', 'lbfgs'\], got 'newton'"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -269,6 +270,11 @@ def test_learning_l2reg_and_labels_lowers_the_loss_below_the_fixed_setting():
     assert learned.inner_not_converged == 0
     assert learned.final_loss < fixed.final_loss
     assert learned.l2reg != 0.1 and learned.labels.shape == (10, 10)
+    # The l2reg path: from the configured start to the result, one entry per loss.
+    assert len(learned.l2reg_history) == len(learned.loss_history)
+    assert learned.l2reg_history[0] == pytest.approx(0.1)
+    assert learned.l2reg_history[-1] == pytest.approx(learned.l2reg)
+    assert fixed.l2reg_history == [pytest.approx(0.1)] * len(fixed.loss_history)
     assert learned.labels.dtype == np.float32
     np.testing.assert_allclose(learned.labels.sum(axis=1), 1.0, rtol=1e-5)
     # The result describes the model that was trained: refit on it, same loss.

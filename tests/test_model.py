@@ -30,15 +30,29 @@ def test_soft_labels_with_one_hot_targets_equal_hard_labels():
     np.testing.assert_allclose(hard, soft, rtol=1e-5)
 
 
-def test_inner_solver_reaches_tolerance_and_agrees_with_lbfgs():
+@pytest.mark.parametrize("method", model.INNER_SOLVERS)
+def test_inner_solver_reaches_tolerance_and_agrees_with_lbfgs(method):
     images, labels = _problem()
-    solver = model.make_inner_solver(tol=1e-4, maxiter=2000)
+    solver = model.make_inner_solver(tol=1e-4, maxiter=2000, method=method)
     run = solver.run(model.init_inner_params(30, 10), 0.1, (images, labels))
     assert float(run.state.error) <= 1e-4
     W_exact, exact_gradient_norm = model.fit_logistic_regression(images, labels, 0.1, tol=1e-5)
     gradient_norm = jnp.linalg.norm(jax.grad(model.inner_objective)(run.params, 0.1, (images, labels)))
     # Strong convexity: ||W - W*|| <= ||grad L(W)|| / l2reg.
     assert float(jnp.linalg.norm(run.params - W_exact)) <= (gradient_norm + exact_gradient_norm) / 0.1
+
+
+def test_inner_lbfgs_reaches_a_tight_tolerance_when_l2reg_is_small():
+    """The regime a learned l2reg leads to: ill-conditioned, and float32."""
+    images, labels = _problem()
+    solver = model.make_inner_solver(tol=1e-6, maxiter=2000, method="lbfgs")
+    run = solver.run(model.init_inner_params(30, 10), 1e-5, (images, labels))
+    assert float(run.state.error) <= 1e-6 and int(run.state.iter_num) < 2000
+
+
+def test_unknown_inner_solver_is_refused():
+    with pytest.raises(ValueError, match=r"method must be one of \['gradient_descent', 'lbfgs'\], got 'newton'"):
+        model.make_inner_solver(method="newton")
 
 
 def test_fit_refuses_to_return_an_unconverged_model():

@@ -3,8 +3,13 @@
 As close to Colab as this machine allows:
 
 - a fresh virtual environment holding only what a Colab runtime already has
-  among the packages the book uses (``COLAB_PROVIDES``, at the versions of
-  requirements.txt), and nothing of this repository;
+  among the packages the book uses (``COLAB_PROVIDES``), and nothing of this
+  repository. Their versions are those of requirements.txt, not Colab's of
+  the day: this checks what the first cell installs and that nothing comes
+  from the checkout, not every version Colab may ship;
+- empty caches: the helper's data and results cache and TFDS's data folder
+  start empty, so every chapter loads its data through TFDS and computes its
+  baselines, as a first Colab session does;
 - the notebook's own first cell installs the rest, exactly as written, except
   that it installs the helper package from a wheel built here from the
   source tree instead of from GitHub (this machine cannot reach GitHub);
@@ -97,7 +102,8 @@ def colab(tmp_path_factory):
     work = base / "work"  # outside the repository
     work.mkdir()
     assert ROOT not in work.parents
-    return {"wheel": wheel, "environment": environment, "kernels": kernels, "work": work}
+    return {"wheel": wheel, "environment": environment, "kernels": kernels, "work": work,
+            "caches": base / "caches"}
 
 
 def _clean_environment(environment: Path) -> dict:
@@ -143,8 +149,13 @@ def test_notebook_runs_in_a_fresh_colab_like_environment(colab, chapter, monkeyp
     for key, value in _clean_environment(colab["environment"]).items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("JUPYTER_PATH", str(colab["kernels"] / "share" / "jupyter"))
+    # Nothing computed by earlier runs on this machine: empty caches (shared
+    # by the chapters, as one Colab session's would be).
+    monkeypatch.setenv("DISTILL_CACHE_DIR", str(colab["caches"] / "distill"))
+    monkeypatch.setenv("TFDS_DATA_DIR", str(colab["caches"] / "tensorflow_datasets"))
     client = NotebookClient(notebook, kernel_name=KERNEL, timeout=1800,
                             resources={"metadata": {"path": str(colab["work"])}})
     client.execute()  # raises CellExecutionError, with the cell and traceback, on any error
-    installed = notebook.cells[-1].outputs[0]["text"]
+    installed = "".join(output.get("text", "") for output in notebook.cells[-1].outputs
+                        if output.get("name") == "stdout")
     assert str(colab["environment"]) in installed, installed

@@ -42,12 +42,16 @@ def test_inner_solver_reaches_tolerance_and_agrees_with_lbfgs(method):
     assert float(jnp.linalg.norm(run.params - W_exact)) <= (gradient_norm + exact_gradient_norm) / 0.1
 
 
-def test_inner_lbfgs_reaches_a_tight_tolerance_when_l2reg_is_small():
+def test_inner_lbfgs_reaches_a_tight_tolerance_where_gradient_descent_cannot():
     """The regime a learned l2reg leads to: ill-conditioned, and float32."""
     images, labels = _problem()
-    solver = model.make_inner_solver(tol=1e-6, maxiter=2000, method="lbfgs")
-    run = solver.run(model.init_inner_params(30, 10), 1e-5, (images, labels))
-    assert float(run.state.error) <= 1e-6 and int(run.state.iter_num) < 2000
+    runs = {method: model.make_inner_solver(tol=1e-6, maxiter=2000, method=method).run(
+                model.init_inner_params(30, 10), 1e-5, (images, labels))
+            for method in model.INNER_SOLVERS}
+    lbfgs, descent = runs["lbfgs"].state, runs["gradient_descent"].state
+    assert float(lbfgs.error) <= 1e-6 and int(lbfgs.iter_num) < 200
+    # Gradient descent, the original's inner solver, stops at maxiter far from tol.
+    assert int(descent.iter_num) == 2000 and float(descent.error) > 10 * 1e-6
 
 
 def test_unknown_inner_solver_is_refused():

@@ -34,9 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--images-per-class", type=int,
                         help=f"distilled images per class (default {defaults.images_per_class})")
     parser.add_argument("--steps", type=int,
-                        help=f"outer steps at most (default {defaults.steps}; the run stops "
-                             f"earlier when the outer gradient norm falls below "
-                             f"{defaults.outer_tol})")
+                        help=f"outer steps at most (default {defaults.steps}, "
+                             f"{PRESETS['fixed-l2reg'].steps} with --preset fixed-l2reg; "
+                             f"the run stops earlier when the outer gradient norm falls "
+                             f"below {defaults.outer_tol})")
     parser.add_argument("--seed", type=int,
                         help=f"seed of the initial images (default {defaults.seed})")
     parser.add_argument("--out", default="distilled.npz",

@@ -144,9 +144,10 @@ def test_notebook_runs_in_a_fresh_colab_like_environment(colab, chapter, monkeyp
 
     notebook = as_in_colab(nbformat.read(ROOT / f"{chapter}.ipynb", as_version=4),
                            colab["wheel"])
+    environment = _clean_environment(colab["environment"])  # before os.environ is cleared
     for key in list(os.environ):
         monkeypatch.delenv(key)
-    for key, value in _clean_environment(colab["environment"]).items():
+    for key, value in environment.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("JUPYTER_PATH", str(colab["kernels"] / "share" / "jupyter"))
     # Nothing computed by earlier runs on this machine: empty caches (shared

@@ -2,6 +2,7 @@
 
 Layers, each importing only those above it:
 
+- :mod:`distill.checks`: input checks with messages that name the argument
 - :mod:`distill.data`: datasets as flat float arrays (TFDS, offline files, cache)
 - :mod:`distill.model`: the inner model (logistic regression) and its solvers
 - :mod:`distill.distillation`: the outer problem and the distillation loop

@@ -3,23 +3,44 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
+from distill import checks
+from distill.data import CLASS_NAMES
 from distill.distillation import CLI_DEFAULT, PRESETS, DistillConfig
 
 
 #: Presets that fix every option (the others take --dataset, --steps, ... on top).
 LOCKED_PRESETS = ("seed",)
 
+#: Exit statuses besides 0 (success) and 2 (bad options or input, as argparse).
+EXIT_NON_FINITE = 1      # the outer loss became NaN or infinite; the last finite step is kept
+EXIT_INTERRUPTED = 130   # Ctrl-C; the last completed step is kept
+
+#: Settings a resumed run may change; any other difference from the saved
+#: run's configuration is refused.
+RESUMABLE_CHANGES = ("steps", "seed")
+
+EPILOG = """exit status: 0 on success; 1 when the outer loss became NaN or infinite (the
+last step with a finite loss stays in --out); 2 for bad options or input (a
+--resume file that is missing, damaged or of another configuration, an --out
+that exists without --overwrite); 130 when interrupted (the last completed
+step stays in --out). A warning says when inner solves stopped at their
+maxiter: the hypergradient is then not the true one."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = CLI_DEFAULT
     parser = argparse.ArgumentParser(
-        prog="python -m distill",
+        prog="python -m distill", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Distill a small synthetic training set for logistic regression. "
                     "By default the inner l2reg is learned along with the images "
                     "(the chapter 'Beyond pixels').")
@@ -31,8 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "fast path")
     parser.add_argument("--dataset", choices=["mnist", "fashion_mnist"],
                         help=f"dataset to distill (default {defaults.dataset})")
-    parser.add_argument("--images-per-class", type=int,
-                        help=f"distilled images per class (default {defaults.images_per_class})")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--images-per-class", type=int,
+                      help=f"distilled images per class (default {defaults.images_per_class})")
+    size.add_argument("--images", type=int, metavar="N",
+                      help="distilled images in all, shared evenly among the classes "
+                           "(a multiple of the number of classes, 10)")
     parser.add_argument("--steps", type=int,
                         help=f"outer steps at most (default {defaults.steps}, "
                              f"{PRESETS['fixed-l2reg'].steps} with --preset fixed-l2reg; "
@@ -41,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int,
                         help=f"seed of the initial images (default {defaults.seed})")
     parser.add_argument("--out", default="distilled.npz",
-                        help="where to write the distilled set (default distilled.npz)")
+                        help="where to write the distilled set (default distilled.npz; "
+                             "folders are created)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out if it exists (a run resumed from --out itself "
+                             "continues it and needs no --overwrite)")
     parser.add_argument("--learn-l2reg", action=argparse.BooleanOptionalAction, default=None,
                         help="learn the inner l2reg along with the images (default: on; "
                              f"--no-learn-l2reg keeps it at {defaults.l2reg})")
@@ -64,10 +93,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> DistillConfig:
+    """The run's configuration; ``ValueError`` naming the option when one is invalid."""
     overrides = {field: getattr(args, field)
                  for field in ("dataset", "images_per_class", "steps", "seed", "learn_l2reg",
                                "learn_labels")
                  if getattr(args, field) is not None}
+    for field in ("images_per_class", "steps"):
+        if field in overrides and overrides[field] < 1:
+            raise ValueError(f"--{field.replace('_', '-')} must be a positive integer, "
+                             f"got {overrides[field]}")
+    if getattr(args, "images", None) is not None:
+        dataset = args.dataset or (PRESETS[args.preset] if args.preset else CLI_DEFAULT).dataset
+        try:
+            overrides["images_per_class"] = checks.images_per_class(
+                args.images, len(CLASS_NAMES[dataset]))
+        except ValueError as error:
+            raise ValueError(f"--images {args.images}: {error}") from None
     if args.preset is None:
         return dataclasses.replace(CLI_DEFAULT, **overrides)
     preset = PRESETS[args.preset]
@@ -82,6 +123,27 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
     return preset
 
 
+def check_output(args: argparse.Namespace) -> str | None:
+    """Why ``--out`` cannot be written, or None. Checked before any work is done."""
+    out = Path(args.out)
+    if out.is_dir():
+        return f"--out {out} is a folder: give a file name, e.g. {out / 'distilled.npz'}"
+    if out.exists() and not args.overwrite:
+        continues = args.resume is not None and Path(args.resume).exists() \
+            and os.path.samefile(args.resume, out)
+        if not continues:
+            return (f"--out {out} exists: pass --overwrite to replace it, choose another "
+                    f"--out, or continue that run with --resume {out}")
+    folder = out.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"cannot create the folder of --out {out}: {error}"
+    if not os.access(folder, os.W_OK):
+        return f"cannot write to the folder of --out {out}: {folder} is not writable"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -89,13 +151,15 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
     except ValueError as error:
         parser.error(str(error))
+    if args.save_every < 1:
+        parser.error(f"--save-every must be a positive integer, got {args.save_every}")
+    problem = check_output(args)
+    if problem:
+        parser.error(problem)
     if args.preset == "seed":
         import jax
 
         jax.config.update("jax_platforms", "cpu")  # the original runs on CPU only
-
-    if args.save_every < 1:
-        parser.error(f"--save-every must be a positive integer, got {args.save_every}")
     import jax
 
     # Imported here so that --help stays fast.
@@ -107,7 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
 
     start = time.perf_counter()
-    dataset = data.load_dataset(config.dataset, data_dir=args.data_dir)
+    try:
+        dataset = data.load_dataset(config.dataset, data_dir=args.data_dir)
+    except data.DatasetUnavailableError as error:
+        print(f"error: cannot load {config.dataset}: {error}", file=sys.stderr)
+        return 2
     print(f"loaded {dataset.name}: {len(dataset.train)} training and {len(dataset.test)} "
           f"test images in {time.perf_counter() - start:.1f} s", flush=True)
 
@@ -115,19 +183,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume is not None:
         try:
             saved, earlier_history = resume_from(args.resume, config, dataset)
+        except FileNotFoundError:
+            print(f"error: cannot resume from {args.resume}: no such file", file=sys.stderr)
+            return 2
         except (ValueError, OSError) as error:
             print(f"error: cannot resume from {args.resume}: {error}", file=sys.stderr)
             return 2
         print(f"resuming from {args.resume}: outer loss {earlier_history[-1]:.4f} after "
               f"{len(earlier_history) - 1} steps", flush=True)
 
+    saved_steps = None
+
     def save(images, labels, l2reg, loss_history):
+        nonlocal saved_steps
         # A resumed run's history continues the saved one (whose last entry is
         # this run's starting loss).
         history = earlier_history[:-1] + list(loss_history)
-        return io.save_distilled(args.out, images, labels, l2reg,
+        path = io.save_distilled(args.out, images, labels, l2reg,
                                  loss_history=np.asarray(history, dtype=np.float64),
                                  config=describe(config))
+        saved_steps = len(history) - 1
+        return path
 
     try:
         result = distillation.distill(
@@ -138,17 +214,38 @@ def main(argv: list[str] | None = None) -> int:
             num_classes=dataset.num_classes, progress=not args.no_progress,
             checkpoint=save, checkpoint_every=args.save_every)
     except KeyboardInterrupt:
-        print(f"\nstopped; the last complete step is in {args.out}: continue with "
-              f"--resume {args.out}", file=sys.stderr)
-        return 130
+        if saved_steps is None:
+            print(f"\nstopped before the first step; nothing was written to {args.out}",
+                  file=sys.stderr)
+        else:
+            print(f"\nstopped; the last complete step ({saved_steps}) is in {args.out}: "
+                  f"continue with --resume {args.out}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except FloatingPointError as error:
+        if saved_steps is None:
+            kept = f"nothing was written to {args.out}"
+        else:
+            kept = (f"the last step with a finite loss ({saved_steps}) is in {args.out}; "
+                    "the loss history shows where it went wrong")
+        print(f"error: {error}; {kept}. The outer step was too long or the inner "
+              "problem became unstable: try fewer --images-per-class or --no-learn-l2reg",
+              file=sys.stderr)
+        return EXIT_NON_FINITE
     path = save(result.images, result.labels, result.l2reg, result.loss_history)
     # The run's own inner solution is the trained model: it meets the inner
     # tolerance (checked by distill), so no separate fit is needed.
     accuracy = model.accuracy(result.inner_params, dataset.test.images, dataset.test.labels)
+    stopped = {"converged": f"the outer gradient norm fell below {config.outer_tol}",
+               "max_steps": f"--steps {config.steps} reached",
+               "line_search_failed": "the line search found no lower loss: it is flat to "
+                                     "within the accuracy of the inner solves",
+               }[result.stop_reason]
     print(f"distilled {len(result.images)} images in {result.steps} outer steps, "
-          f"{result.seconds:.1f} s (compiling {result.compile_seconds:.1f} s)", flush=True)
+          f"{result.seconds:.1f} s (compiling {result.compile_seconds:.1f} s); stopped: "
+          f"{stopped}", flush=True)
     print(f"outer loss {result.loss_history[0]:.4f} -> {result.final_loss:.4f}; "
-          f"inner solves that stopped at maxiter: {result.inner_not_converged}")
+          f"inner solves that stopped at maxiter: {result.inner_not_converged} of "
+          f"{len(result.inner_errors)}")
     learned = [f"l2reg {result.l2reg:.3g}"] if config.learn_l2reg else []
     if config.learn_labels:
         learned.append(f"soft labels (mean weight on the own class "
@@ -190,17 +287,36 @@ def resume_from(path, config: DistillConfig, dataset):
                          f"{config.l2reg:g} (resume a run that learned l2reg with "
                          "--learn-l2reg)")
     with np.load(path) as arrays:
-        history = [float(v) for v in arrays["loss_history"]] if "loss_history" in arrays else []
+        history = (np.asarray(arrays["loss_history"], np.float64).ravel()
+                   if "loss_history" in arrays else np.zeros(0))
         saved_config = str(arrays["config"]) if "config" in arrays else None
-    if saved_config is not None:
-        import ast
-
-        saved_dataset = ast.literal_eval(saved_config).get("dataset")
-        if saved_dataset != config.dataset:
-            raise ValueError(f"it was distilled from {saved_dataset}, not {config.dataset}")
-    if not history:
-        raise ValueError("it has no loss history, so it was not written by this command")
+    if len(history) == 0 or saved_config is None:
+        raise ValueError("it has no loss history or configuration, so it was not written "
+                         "by this command")
+    if not np.all(np.isfinite(history)):
+        raise ValueError("its loss history holds NaN or infinite values")
+    try:
+        saved_fields = ast.literal_eval(saved_config)
+        if not isinstance(saved_fields, dict):
+            raise ValueError
+    except (ValueError, SyntaxError):
+        raise ValueError(f"its stored configuration is unreadable: {saved_config[:80]!r}") \
+            from None
+    if saved_fields.get("dataset") != config.dataset:
+        raise ValueError(f"it was distilled from {saved_fields.get('dataset')}, "
+                         f"not {config.dataset}")
+    requested = dataclasses.asdict(config)
+    differences = [f"{field} {saved_fields[field]!r} (this run: {requested[field]!r})"
+                   for field in requested
+                   if field not in RESUMABLE_CHANGES and field in saved_fields
+                   and saved_fields[field] != requested[field]
+                   and not (field == "l2reg" and config.learn_l2reg)]
+    if differences:
+        raise ValueError("it was distilled with other settings: " + "; ".join(differences)
+                         + ". Resume it with the options (or --preset) it was made with")
+    history = [float(value) for value in history]
     return saved, history
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,11 +16,28 @@ Where the data comes from, in order:
 
 When neither works, :class:`DatasetUnavailableError` says which files to put
 where.
+
+Nothing partial or damaged is ever used:
+
+* each offline file is checked against its known size and sha256
+  (:data:`RAW_FILE_CHECKSUMS`, the values TFDS registers) before TFDS sees
+  it; a missing, truncated or altered file raises
+  :class:`DatasetUnavailableError` naming the file, what is wrong with it and
+  where to get a fresh copy. A file is hashed once per process (tens of
+  milliseconds), and never when the array cache is warm;
+* the arrays TFDS returns are checked (split sizes :data:`SPLIT_SIZES`, uint8
+  28x28 images, labels in 0..9, as many labels as images) before they are
+  cached; a failure raises :class:`DatasetUnavailableError` naming the
+  prepared TFDS folder to delete, as does a TFDS read error in that folder;
+* a cache file that fails the same checks, or is damaged, is rebuilt, never
+  used.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import os
 import tempfile
 import zipfile
@@ -39,6 +56,52 @@ RAW_FILES = (
     "t10k-labels-idx1-ubyte.gz",
 )
 
+
+@dataclasses.dataclass(frozen=True)
+class RawFile:
+    """An original distribution file: where it comes from and what it must be."""
+
+    url: str
+    size: int  # bytes
+    sha256: str
+
+
+_MNIST_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
+_FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+
+#: Known size and sha256 of each original file, as registered by TFDS
+#: (``tensorflow_datasets/url_checksums/{mnist,fashion_mnist}.txt``).
+RAW_FILE_CHECKSUMS: dict[str, dict[str, RawFile]] = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": RawFile(
+            _MNIST_URL + "train-images-idx3-ubyte.gz", 9912422,
+            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+        "train-labels-idx1-ubyte.gz": RawFile(
+            _MNIST_URL + "train-labels-idx1-ubyte.gz", 28881,
+            "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+        "t10k-images-idx3-ubyte.gz": RawFile(
+            _MNIST_URL + "t10k-images-idx3-ubyte.gz", 1648877,
+            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+        "t10k-labels-idx1-ubyte.gz": RawFile(
+            _MNIST_URL + "t10k-labels-idx1-ubyte.gz", 4542,
+            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+    },
+    "fashion_mnist": {
+        "train-images-idx3-ubyte.gz": RawFile(
+            _FASHION_URL + "train-images-idx3-ubyte.gz", 26421880,
+            "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
+        "train-labels-idx1-ubyte.gz": RawFile(
+            _FASHION_URL + "train-labels-idx1-ubyte.gz", 29515,
+            "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
+        "t10k-images-idx3-ubyte.gz": RawFile(
+            _FASHION_URL + "t10k-images-idx3-ubyte.gz", 4422102,
+            "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
+        "t10k-labels-idx1-ubyte.gz": RawFile(
+            _FASHION_URL + "t10k-labels-idx1-ubyte.gz", 5148,
+            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
+    },
+}
+
 #: Datasets this helper knows, with their class names.
 CLASS_NAMES = {
     "mnist": tuple(str(digit) for digit in range(10)),
@@ -50,6 +113,14 @@ CLASS_NAMES = {
 
 IMAGE_SHAPE = (28, 28)
 NUM_FEATURES = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+
+#: Number of examples in each split: fewer (or more) means a partial read.
+SPLIT_SIZES: dict[str, dict[str, int]] = {
+    name: {"train": 60_000, "test": 10_000} for name in CLASS_NAMES
+}
+
+_ARRAY_KEYS = tuple(f"{split}_{kind}" for split in ("train", "test")
+                    for kind in ("images", "labels"))
 
 # Bump when the cache layout changes, so stale files are never read.
 _CACHE_FORMAT = 1
@@ -107,7 +178,8 @@ def manual_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path | N
 
     ``data_dir`` defaults to the ``DISTILL_DATA_DIR`` environment variable.
     Raises :class:`DatasetUnavailableError` when the folder is set but does not
-    hold the four original files.
+    hold the four original files, or when one of them is not the original
+    (wrong size or sha256: a truncated or damaged download).
     """
     check_dataset_name(name)
     if data_dir is None:
@@ -121,7 +193,39 @@ def manual_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path | N
             f"{DATA_DIR_ENV} points at {Path(data_dir)}, but {folder} lacks "
             f"{', '.join(missing)}.\n" + offline_instructions(name)
         )
+    problems = [problem for f in RAW_FILES
+                if (problem := _raw_file_problem(folder / f, RAW_FILE_CHECKSUMS[name][f]))]
+    if problems:
+        raise DatasetUnavailableError(
+            "\n".join(problems)
+            + f"\nOr unset {DATA_DIR_ENV} to let TFDS download {name!r} itself."
+        )
     return folder
+
+
+def _raw_file_problem(path: Path, known: RawFile) -> str | None:
+    """What is wrong with one offline file (with what to do), or None if it is the original."""
+    stat = path.stat()
+    if stat.st_size != known.size:
+        what = (f"it has {stat.st_size} bytes instead of {known.size}, likely a "
+                "truncated or damaged download")
+    elif _file_sha256(str(path), stat.st_size, stat.st_mtime_ns) != known.sha256:
+        what = ("sha256 mismatch with the original of the same size, likely a "
+                "damaged download or another file under this name")
+    else:
+        return None
+    return (f"The offline file {path} is not the original: {what}.\n"
+            f"Replace it with a fresh copy from {known.url}")
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file; size and mtime are in the key so a replaced file is hashed again."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def offline_instructions(name: str) -> str:
@@ -142,20 +246,49 @@ def _cache_path(name: str) -> Path:
     return cache_dir() / f"{name}-v{_CACHE_FORMAT}.npz"
 
 
-def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
+def _read_cache(path: Path, name: str) -> dict[str, np.ndarray] | None:
+    """The cached arrays of ``name``, or None when absent, damaged or incomplete."""
     try:
         with np.load(path) as arrays:
             loaded = {key: arrays[key] for key in arrays.files}
     except FileNotFoundError:
         return None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError):
-        return None  # a damaged cache is rebuilt, never used
-    expected = {f"{split}_{kind}" for split in ("train", "test") for kind in ("images", "labels")}
-    if set(loaded) != expected or any(
-        len(loaded[f"{split}_images"]) != len(loaded[f"{split}_labels"]) for split in ("train", "test")
-    ):
-        return None
+        return None  # a damaged cache (zip CRC, truncation) is rebuilt, never used
+    if _array_problems(name, loaded):
+        return None  # so is one that is incomplete or malformed
     return loaded
+
+
+def _array_problems(name: str, arrays: dict[str, np.ndarray]) -> list[str]:
+    """What is wrong with the arrays of ``name`` (empty when they are complete)."""
+    missing = [key for key in _ARRAY_KEYS if key not in arrays]
+    if missing:
+        return [f"arrays {', '.join(missing)} are missing"]
+    num_classes = len(CLASS_NAMES[name])
+    problems = []
+    for split, expected in SPLIT_SIZES[name].items():
+        images = np.asarray(arrays[f"{split}_images"])
+        labels = np.asarray(arrays[f"{split}_labels"])
+        if images.dtype != np.uint8:
+            problems.append(f"{split} images have dtype {images.dtype}, not uint8")
+        if images.ndim == 0 or images.shape[1:] not in (IMAGE_SHAPE, IMAGE_SHAPE + (1,)):
+            problems.append(f"{split} images have shape {images.shape}, not "
+                            f"(n, {IMAGE_SHAPE[0]}, {IMAGE_SHAPE[1]}[, 1])")
+            continue
+        if len(images) != expected:
+            problems.append(f"the {split} split has {len(images)} images, not {expected}")
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            problems.append(f"{split} labels have shape {labels.shape} and dtype "
+                            f"{labels.dtype}, not (n,) integers")
+            continue
+        if len(labels) != len(images):
+            problems.append(f"the {split} split has {len(labels)} labels for "
+                            f"{len(images)} images")
+        if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+            problems.append(f"{split} labels range over {labels.min()}..{labels.max()}, "
+                            f"not within 0..{num_classes - 1}")
+    return problems
 
 
 def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -188,9 +321,35 @@ def tfds_offline_kwargs(name: str, data_dir: str | os.PathLike | None,
     }}
 
 
+def tfds_prepared_dir(name: str, tfds_data_dir: str | os.PathLike | None = None) -> Path:
+    """The folder where TFDS keeps its prepared copy of ``name``.
+
+    ``tfds_data_dir`` defaults, as in TFDS, to ``TFDS_DATA_DIR`` or else
+    ``~/tensorflow_datasets``. Deleting the folder makes TFDS prepare the
+    dataset afresh.
+    """
+    check_dataset_name(name)
+    try:
+        import tensorflow_datasets as tfds
+
+        return Path(tfds.builder(name, data_dir=tfds_data_dir).data_dir)
+    except Exception:  # a damaged folder can break the builder: name the dataset's folder
+        root = (tfds_data_dir or os.environ.get("TFDS_DATA_DIR")
+                or Path.home() / "tensorflow_datasets")
+        return Path(root).expanduser() / name
+
+
+def _delete_prepared_instructions(name: str, tfds_data_dir: str | os.PathLike | None) -> str:
+    return (
+        f"A partially prepared or damaged TFDS copy of {name!r} may be the cause: "
+        f"delete the folder {tfds_prepared_dir(name, tfds_data_dir)} and run again "
+        "(TFDS then prepares it afresh)."
+    )
+
+
 def _load_with_tfds(name: str, data_dir: str | os.PathLike | None,
                     tfds_data_dir: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
-    """Both splits through ``tfds.load``, read in one batch each."""
+    """Both splits through ``tfds.load``, read in one batch each, checked complete."""
     import tensorflow_datasets as tfds  # imported lazily: it pulls in TensorFlow
 
     with tempfile.TemporaryDirectory(prefix=f"distill-{name}-extract-") as extract_dir:
@@ -201,17 +360,31 @@ def _load_with_tfds(name: str, data_dir: str | os.PathLike | None,
                 data_dir=tfds_data_dir, **kwargs
             )
         except Exception as error:  # TFDS raises many types for a failed download
+            prepared = tfds_prepared_dir(name, tfds_data_dir)
+            # With a prepared copy on disk TFDS only reads it: a failure then
+            # (DataLossError for a truncated file) most likely comes from it.
+            hint = (_delete_prepared_instructions(name, tfds_data_dir) + "\n"
+                    if prepared.exists() else "")
             raise DatasetUnavailableError(
                 f"tfds.load({name!r}) failed: {type(error).__name__}: {error}\n"
-                + offline_instructions(name)
+                + hint + offline_instructions(name)
             ) from error
     (train_images, train_labels), (test_images, test_labels) = (
         tfds.as_numpy(train), tfds.as_numpy(test)
     )
-    return {
+    arrays = {
         "train_images": train_images, "train_labels": train_labels,
         "test_images": test_images, "test_labels": test_labels,
     }
+    problems = _array_problems(name, arrays)
+    if problems:
+        raise DatasetUnavailableError(
+            f"tfds.load({name!r}) returned an incomplete or malformed dataset: "
+            + "; ".join(problems) + ".\n"
+            + _delete_prepared_instructions(name, tfds_data_dir)
+            + " Nothing was cached."
+        )
+    return arrays
 
 
 def load_dataset(
@@ -230,7 +403,8 @@ def load_dataset(
     """
     check_dataset_name(name)
     path = _cache_path(name)
-    arrays = _read_cache(path) if use_cache else None
+    # A warm cache is read without touching TFDS or the offline files (no hashing).
+    arrays = _read_cache(path, name) if use_cache else None
     if arrays is None:
         arrays = _load_with_tfds(name, data_dir)
         if use_cache:

@@ -27,7 +27,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from distill import model
+from distill import checks, data, model
 from distill.model import jaxopt
 
 #: Linear solvers for the implicit-differentiation system, by name. The inner
@@ -88,6 +88,7 @@ class DistillConfig:
     learn_labels: bool = False  # learn soft labels (softmax of logits) along with the images
 
     def __post_init__(self):
+        data.check_dataset_name(self.dataset)
         for name in ("images_per_class", "steps", "inner_maxiter"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
@@ -130,7 +131,10 @@ PRESETS = {
 #: steps at most. With one to fifty images per class (chapter 8), MNIST took
 #: 71-139 steps and Fashion-MNIST 104-152, except all 300 with one image per
 #: class. A warm start usually converges in a few dozen inner iterations; the
-#: high ``inner_maxiter`` is for the rare solve that needs more.
+#: high ``inner_maxiter`` is for the rare solve that needs more. Most runs
+#: end when the line search finds no lower loss (``stop_reason``), before the
+#: gradient norm reaches ``outer_tol``; the step counts above include, as the
+#: code then did, that final failed step.
 CLI_DEFAULT = DistillConfig(learn_l2reg=True, inner_solver="lbfgs", inner_maxiter=10_000,
                             steps=300)
 
@@ -146,6 +150,7 @@ class DistillResult:
     inner_not_converged: int     # iterates whose inner solve stopped at maxiter
     inner_params: np.ndarray     # W*(final images): the model trained on them
     steps: int                   # outer steps taken
+    stop_reason: str             # "converged", "max_steps" or "line_search_failed"
     seconds: float               # wall time of the run, compilation included
     compile_seconds: float       # of which compiling (0 when reused from an earlier run)
     config: DistillConfig
@@ -267,14 +272,16 @@ class _Engine(typing.NamedTuple):
     ``step(run, images, state, init_params, X, y) -> (images, state)``, where
     ``run(fun, *args)`` calls ``jax.jit(fun)`` compiled once for such
     arguments; after either, ``report(state) -> (loss, inner_params,
-    inner_error)`` at the current images, and ``error(state)``, the quantity
-    the stopping rule compares with ``outer_tol``.
+    inner_error)`` at the current images, ``error(state)``, the quantity
+    the stopping rule compares with ``outer_tol``, and ``failed(state)``:
+    whether the last step found no point with a lower loss.
     """
 
     start: typing.Callable
     step: typing.Callable
     report: typing.Callable
     error: typing.Callable
+    failed: typing.Callable = lambda state: False
 
 
 class _AdamState(typing.NamedTuple):
@@ -343,8 +350,8 @@ def _lbfgs_engine(fun, memory_size: int = 10) -> _Engine:
 
     return _Engine(start=start, step=step,
                    report=lambda state: (state.value, *state.aux),
-                   error=lambda state: 0.0 if state.failed
-                   else float(optax.tree.norm(state.gradient)))
+                   error=lambda state: float(optax.tree.norm(state.gradient)),
+                   failed=lambda state: state.failed)
 
 
 @functools.lru_cache(maxsize=32)
@@ -434,31 +441,72 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
     ``checkpoint(images, labels, l2reg, loss_history)``, if given, is called
     every ``checkpoint_every`` steps, and with the last completed step when
     the run is interrupted (``KeyboardInterrupt``, which is then raised
-    again): use it to save the set so that a stopped run can be resumed.
+    again) or its outer loss becomes NaN or infinite (``FloatingPointError``,
+    likewise): use it to save the set so that a stopped run can be resumed.
+
+    Bad input raises ``ValueError`` naming the argument: training images that
+    are not a finite floating-point (n, pixels) array, labels outside
+    ``0..num_classes-1`` or not one per image, a class without training
+    images, initial values of the wrong shape or not finite.
+
+    When the inner solver stops at ``inner_maxiter`` before ``inner_tol``,
+    the hypergradient at that iterate is not that of the true inner solution:
+    the run warns (``RuntimeWarning``, with the largest error reached) and
+    counts such iterates in ``inner_not_converged``.
+
+    ``stop_reason`` in the result says why the run ended: ``"converged"``
+    (the error fell below ``outer_tol``), ``"max_steps"``, or
+    ``"line_search_failed"``: no step along the L-BFGS direction, down to
+    2^-20 of it, lowered the loss. The set is then the last point that did.
+    It is how the default runs usually end: once the loss is flat to within
+    the accuracy of the inner solves (and float32), no decrease can be
+    measured, although the outer gradient norm is still above
+    ``outer_tol``. The failed step is not counted in ``steps``.
     """
     start = time.perf_counter()
-    train_images = jnp.asarray(train_images)
-    train_labels = jnp.asarray(train_labels)
+    num_classes = checks.positive_int(num_classes, "num_classes")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    train_images = checks.images(train_images, "train_images")
+    train_labels = checks.labels(train_labels, "train_labels", num_classes=num_classes,
+                                 count=len(train_images), soft=False,
+                                 images_name="train_images")
+    empty = np.flatnonzero(np.bincount(train_labels, minlength=num_classes) == 0)
+    if len(empty):
+        raise ValueError(f"train_labels have no example of class(es) "
+                         f"{', '.join(map(str, empty[:10]))} among num_classes={num_classes}: "
+                         "a distilled image of a class needs real images of it")
+    checkpoint_every = checks.positive_int(checkpoint_every, "checkpoint_every")
+    train_images, train_labels = jnp.asarray(train_images), jnp.asarray(train_labels)
     num_features = train_images.shape[1]
     images, labels = initial_distilled_set(config, num_classes, num_features)
     if init_images is not None:
-        images = jnp.asarray(init_images, dtype=jnp.float32)
-        if images.shape != (len(labels), num_features):
+        init_images = checks.images(init_images, "init_images")
+        if init_images.shape != (len(labels), num_features):
             raise ValueError(f"init_images must have shape {(len(labels), num_features)}, "
-                             f"got {images.shape}")
+                             f"got {init_images.shape}")
+        images = jnp.asarray(init_images, dtype=jnp.float32)
     variables = initial_variables(config, images, labels, num_classes)
-    if init_l2reg is not None and config.learn_l2reg:
-        if not (np.isfinite(init_l2reg) and init_l2reg > 0):
-            raise ValueError(f"init_l2reg must be a positive finite number, got {init_l2reg!r}")
-        variables["log_l2reg"] = jnp.log(jnp.float32(init_l2reg))
-    if init_labels is not None and config.learn_labels:
-        init_labels = np.asarray(init_labels, np.float32)
+    if init_l2reg is not None:
+        init_l2reg = checks.l2reg(init_l2reg, "init_l2reg")
+        if config.learn_l2reg:
+            variables["log_l2reg"] = jnp.log(jnp.float32(init_l2reg))
+        elif not np.isclose(init_l2reg, config.l2reg, rtol=1e-6, atol=0):
+            raise ValueError(f"init_l2reg={init_l2reg:g} differs from config.l2reg="
+                             f"{config.l2reg:g}, which this run keeps fixed: set "
+                             "learn_l2reg=True to start from it, or l2reg to use it")
+    if init_labels is not None:
+        if not config.learn_labels:
+            raise ValueError("init_labels are soft labels to start learning from: set "
+                             "learn_labels=True (fixed labels are 0..num_classes-1 in order)")
+        init_labels = checks.labels(np.asarray(init_labels, np.float32), "init_labels",
+                                    num_classes=num_classes)
         if init_labels.shape != (len(labels), num_classes):
             raise ValueError(f"init_labels must be soft labels of shape "
                              f"{(len(labels), num_classes)}, got {init_labels.shape}")
         variables["label_logits"] = jnp.log(jnp.clip(jnp.asarray(init_labels), 1e-12, 1.0))
 
-    key = dataclasses.replace(config, dataset="", seed=0, steps=1)
+    key = dataclasses.replace(config, dataset="mnist", seed=0, steps=1)
     engine = _engine(key, num_classes, num_features)
     first_init = model.init_inner_params(num_features, num_classes)
     args = (train_images, train_labels)
@@ -486,7 +534,9 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
         loss, inner_params, inner_error = engine.report(state)
         loss = float(loss)
         if not np.isfinite(loss):
-            raise FloatingPointError(f"the outer loss became {loss} after {len(losses)} steps")
+            where = (f"at step {len(losses)} (the last finite loss, {losses[-1]:.4g}, was at "
+                     f"step {len(losses) - 1})" if losses else "at the initial distilled set")
+            raise FloatingPointError(f"the outer loss became {loss} {where}")
         losses.append(loss)
         l2regs.append(float(l2reg_and_targets(config, variables, labels)[0]))
         inner_errors.append(float(inner_error))
@@ -494,8 +544,13 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
             callback(len(losses) - 1, variables["images"], inner_params)
         return loss, inner_params
 
+    def unconverged():
+        # NaN counts too: an inner solve that blew up did not converge either.
+        return sum(not error <= config.inner_tol for error in inner_errors)
+
     _, inner_params = record(state, variables)
     steps = 0
+    stop_reason = "max_steps"
     try:
         with tqdm(total=config.steps, desc="outer steps", disable=not progress,
                   mininterval=1.0) as bar:
@@ -503,27 +558,41 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
             while True:
                 init_params = inner_params if config.warm_start else first_init
                 new_variables, state = engine.step(run, variables, state, init_params, *args)
+                if engine.failed(state):
+                    stop_reason = "line_search_failed"
+                    break
                 loss, inner_params = record(state, new_variables)
                 variables, steps = new_variables, steps + 1
                 bar.update(1)
-                bar.set_postfix(outer_loss=f"{loss:.4f}", refresh=False)
+                postfix = {"outer_loss": f"{loss:.4f}"}
+                if unconverged():
+                    postfix["inner_at_maxiter"] = unconverged()
+                bar.set_postfix(postfix, refresh=False)
                 if checkpoint is not None and steps % checkpoint_every == 0:
                     checkpoint(*as_set(variables), list(losses))
-                if steps >= config.steps or not engine.error(state) > config.outer_tol:
+                if not engine.error(state) > config.outer_tol:
+                    stop_reason = "converged"
                     break
-    except KeyboardInterrupt:
-        if checkpoint is not None:
-            # ``variables`` and ``losses`` always describe the last completed step.
+                if steps >= config.steps:
+                    break
+    except (KeyboardInterrupt, FloatingPointError):
+        if checkpoint is not None and losses:
+            # ``variables`` and ``losses[:steps + 1]`` always describe the last
+            # completed step, whose loss was finite.
             checkpoint(*as_set(variables), list(losses[:steps + 1]))
         raise
 
-    not_converged = sum(error > config.inner_tol for error in inner_errors)
+    not_converged = unconverged()
     if not_converged:
         warnings.warn(
             f"the inner solver stopped at maxiter={config.inner_maxiter} before reaching "
             f"tol={config.inner_tol} at {not_converged} of {len(inner_errors)} iterates "
-            f"(largest gradient norm {max(inner_errors):.3g}); the hypergradients there are "
-            "not those of the true inner solution", RuntimeWarning, stacklevel=2)
+            f"(largest error reached {max(inner_errors, key=lambda e: np.inf if np.isnan(e) else e):.3g}); "
+            "the hypergradients there are not those of the true inner solution: raise "
+            + ("inner_maxiter, or use inner_solver='lbfgs'"
+               if config.inner_solver == "gradient_descent"
+               else "inner_maxiter, or inner_tol if float32 cannot reach it"),
+            RuntimeWarning, stacklevel=2)
     final_images, final_labels, final_l2reg = as_set(variables)
     return DistillResult(
         images=final_images,
@@ -535,6 +604,7 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
         inner_not_converged=not_converged,
         inner_params=np.asarray(inner_params),
         steps=steps,
+        stop_reason=stop_reason,
         seconds=time.perf_counter() - start,
         compile_seconds=compile_seconds,
         config=config,

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from distill import checks
+
 
 @dataclasses.dataclass(frozen=True)
 class DistilledSet:
@@ -26,48 +28,40 @@ class DistilledSet:
 
 def validate(images, labels, l2reg, *, num_classes: int = 10) -> DistilledSet:
     """Check shapes, dtypes and values; raise ``ValueError`` naming what is wrong."""
-    images = np.asarray(images)
-    labels = np.asarray(labels)
-    if images.ndim != 2:
-        raise ValueError(f"images must be a 2-D array (k, pixels), got shape {images.shape}")
-    if not np.issubdtype(images.dtype, np.floating):
-        raise ValueError(f"images must be floating point, got dtype {images.dtype}")
-    if not np.all(np.isfinite(images)):
-        raise ValueError("images contain NaN or infinite values")
-    k = len(images)
-    if labels.ndim == 1:
-        if not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"integer labels expected, got dtype {labels.dtype}")
-        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(f"labels must lie in 0..{num_classes - 1}, got values "
-                             f"{labels.min()}..{labels.max()}")
-    elif labels.ndim == 2:
-        if labels.shape[1] != num_classes or not np.all(np.isfinite(labels)):
-            raise ValueError(f"soft labels must be a finite (k, {num_classes}) array, "
-                             f"got shape {labels.shape}")
-    else:
-        raise ValueError(f"labels must be (k,) or (k, {num_classes}), got shape {labels.shape}")
-    if len(labels) != k:
-        raise ValueError(f"{k} images but {len(labels)} labels")
-    l2reg = float(np.asarray(l2reg))
-    if not (np.isfinite(l2reg) and l2reg > 0):
-        raise ValueError(f"l2reg must be a positive finite number, got {l2reg}")
+    images = checks.images(images, "images")
+    labels = checks.labels(labels, "labels", num_classes=num_classes, count=len(images))
+    l2reg = checks.l2reg(l2reg, "l2reg")
     return DistilledSet(images=images.astype(np.float32), labels=labels, l2reg=l2reg)
 
 
 def save_distilled(path, images, labels, l2reg, **metadata) -> Path:
-    """Write a distilled set atomically (a temporary file, then a rename).
+    """Write a distilled set atomically: a temporary file beside ``path``, then a rename.
 
-    Extra keyword arguments are stored as additional arrays (e.g. the loss history).
+    A crash or a kill during the write leaves the previous ``path`` (if any)
+    untouched: readers see either the old file or the new one, never half of
+    one. The data are flushed to disk before the rename. Extra keyword
+    arguments are stored as additional arrays (e.g. the loss history).
     """
     distilled = validate(images, labels, l2reg)
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder: give the file to write, e.g. "
+                                f"{path / 'distilled.npz'}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".npz",
-                                     delete=False) as handle:
-        np.savez(handle, images=distilled.images, labels=distilled.labels,
-                 l2reg=np.float32(distilled.l2reg), **metadata)
-    os.replace(handle.name, path)
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.",
+                                         suffix=".tmp", delete=False)
+    try:
+        with handle:
+            np.savez(handle, images=distilled.images, labels=distilled.labels,
+                     l2reg=np.float32(distilled.l2reg), **metadata)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        # Interrupted or failed before the rename: the old file stays, the
+        # partial one goes.
+        Path(handle.name).unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -75,13 +69,15 @@ def load_distilled(path) -> DistilledSet:
     """Read and validate a distilled set written by :func:`save_distilled`."""
     path = Path(path)
     try:
-        with np.load(path) as arrays:
-            missing = {"images", "labels", "l2reg"} - set(arrays.files)
-            if missing:
-                raise ValueError(f"{path} is not a distilled set: it lacks {sorted(missing)}")
-            images, labels, l2reg = arrays["images"], arrays["labels"], arrays["l2reg"]
-    except (zipfile.BadZipFile, EOFError, OSError) as error:
-        if isinstance(error, FileNotFoundError):
-            raise
+        with np.load(path, allow_pickle=False) as arrays:
+            contents = {name: arrays[name] for name in arrays.files}
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+        # ValueError: not a zip archive at all (NumPy then takes it for a pickle).
         raise ValueError(f"{path} is not a readable .npz file ({error})") from error
+    missing = {"images", "labels", "l2reg"} - set(contents)
+    if missing:
+        raise ValueError(f"{path} is not a distilled set: it lacks {sorted(missing)}")
+    images, labels, l2reg = contents["images"], contents["labels"], contents["l2reg"]
     return validate(images, labels, l2reg)

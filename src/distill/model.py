@@ -22,6 +22,9 @@ with warnings.catch_warnings():
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from distill import checks
 
 #: The inner objective, exactly as JAXopt defines it: (W, l2reg, (X, y)) -> loss.
 inner_objective = jaxopt.objective.l2_multiclass_logreg
@@ -134,12 +137,18 @@ def fit_logistic_regression(images, labels, l2reg: float, *, num_classes: int = 
 
     L-BFGS from zeros, independent of the inner solver used in distillation.
     Returns ``(W, gradient_norm)``; raises ``RuntimeError`` if the solver
-    stops at ``maxiter`` with a gradient norm above ``tol``.
+    stops at ``maxiter`` with a gradient norm above ``tol``, and
+    ``ValueError`` naming the argument for images that are not a finite float
+    (n, pixels) array, labels out of range or not one per image, or an
+    ``l2reg`` that is not a positive finite number.
     """
+    if np.ndim(labels) == 2:
+        num_classes = np.shape(labels)[1]
+    checks.images(images, "images")
+    checks.labels(labels, "labels", num_classes=num_classes, count=len(images))
+    l2reg = checks.l2reg(l2reg, "l2reg")
     images = jnp.asarray(images)
     labels = jnp.asarray(labels)
-    if labels.ndim == 2:
-        num_classes = labels.shape[1]
     if init_params is None:
         init_params = jnp.zeros((images.shape[1], num_classes), images.dtype)
     W, gradient_norm = _lbfgs_fit(init_params, l2reg, images, labels, tol=tol, maxiter=maxiter)

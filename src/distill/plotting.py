@@ -5,13 +5,22 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+from distill import checks
 from distill.data import IMAGE_SHAPE
 
 
 def _image_grid(images, labels, class_names, *, ncols: int, scale: float, title: str | None,
                 draw):
     """One panel per image, ``draw(ax, image)`` in each, titled with its class."""
-    images = np.asarray(images)
+    images = checks.images(images, "images", num_features=IMAGE_SHAPE[0] * IMAGE_SHAPE[1])
+    if ncols < 1:
+        raise ValueError(f"ncols must be a positive integer, got {ncols}")
+    if labels is not None and np.ndim(labels) == 2:
+        labels = np.argmax(labels, axis=1)  # soft labels: title the most likely class
+    if labels is not None:
+        num_classes = len(class_names) if class_names else int(np.max(labels)) + 1
+        checks.labels(np.asarray(labels), "labels", num_classes=max(num_classes, 1),
+                      count=len(images), soft=False)
     nrows = int(np.ceil(len(images) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, scale * nrows), squeeze=False)
     for index, ax in enumerate(axes.flat):

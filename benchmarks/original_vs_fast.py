@@ -167,7 +167,7 @@ def run_cli(repeats: int, options: list[str]) -> dict:
         for kind, options in settings.items():
             for index in range(repeats + (kind == "warm compile cache")):
                 start = time.perf_counter()
-                completed = subprocess.run([*command, *options, "--out", str(out)],
+                completed = subprocess.run([*command, *options, "--out", str(out), "--overwrite"],
                                            capture_output=True, text=True, check=False)
                 elapsed = time.perf_counter() - start
                 if completed.returncode != 0:

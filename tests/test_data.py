@@ -108,7 +108,10 @@ def test_same_size_file_with_a_flipped_byte_fails_the_sha256(tmp_path):
     with pytest.raises(data.DatasetUnavailableError) as error:
         data.manual_dir("fashion_mnist", tmp_path)
     message = str(error.value)
-    assert str(damaged) in message and "sha256 mismatch" in message
+    actual = hashlib.sha256(damaged.read_bytes()).hexdigest()
+    expected = data.RAW_FILE_CHECKSUMS["fashion_mnist"]["t10k-labels-idx1-ubyte.gz"].sha256
+    assert str(damaged) in message and f"its sha256 is {actual}, not the original's" in message
+    assert f"(5148 bytes, sha256 {expected})" in message
     assert "Replace it with a fresh copy from http://fashion-mnist" in message
     assert "train-images" not in message
 

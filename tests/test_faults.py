@@ -6,7 +6,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -106,6 +105,39 @@ def test_a_nan_outer_loss_stops_the_run_and_the_checkpoint_keeps_the_last_finite
     initial, _ = distillation.initial_distilled_set(config, 10, 20)
     np.testing.assert_array_equal(images, np.asarray(initial))  # step 0, the last finite one
     assert len(history) == 1 and np.isfinite(history[0])
+
+
+def _lbfgs_first_step(loss):
+    """One step of the outer L-BFGS engine on ``loss(v)`` from v = (1, 1, 1)."""
+    import jax
+    import jax.numpy as jnp
+
+    engine = distillation._lbfgs_engine(
+        lambda variables, inner, X, y: (loss(variables["v"]), (inner, jnp.float32(0))))
+    run = lambda fun, *arguments: jax.jit(fun)(*arguments)  # noqa: E731
+    start = {"v": jnp.ones(3)}
+    placeholders = (jnp.zeros(1), jnp.zeros(1), jnp.zeros(1))
+    state = engine.start(run, start, *placeholders)
+    return engine.step(run, start, state, *placeholders)
+
+
+def test_the_line_search_steps_back_from_nan_and_raises_when_all_is_nan():
+    import jax.numpy as jnp
+
+    # Without NaN the first step lands at v = 0.42 (loss 0.536). With NaN
+    # wherever sum(v) < 1.5, that trial is rejected and half the step taken.
+    _, clean = _lbfgs_first_step(lambda v: jnp.sum(v ** 2))
+    assert float(clean.value) == pytest.approx(3 * 0.42265 ** 2, rel=1e-4)
+    variables, state = _lbfgs_first_step(
+        lambda v: jnp.where(jnp.sum(v) < 1.5, jnp.nan, jnp.sum(v ** 2)))
+    assert not state.failed
+    np.testing.assert_allclose(variables["v"], 1 - (1 - 0.42265) / 2, rtol=1e-4)
+    # NaN everywhere but the start: no trial point is finite.
+    with pytest.raises(FloatingPointError, match="NaN or infinite at every trial point"):
+        _lbfgs_first_step(lambda v: jnp.where(jnp.all(v == 1), jnp.sum(v ** 2), jnp.nan))
+    # A finite loss whose gradient is NaN (the untaken branch of where()).
+    with pytest.raises(FloatingPointError, match="the hypergradient became nan"):
+        _lbfgs_first_step(lambda v: jnp.sum(v ** 2) + jnp.where(True, 0.0, jnp.sqrt(-jnp.sum(v))))
 
 
 def test_unconverged_inner_solves_warn_with_the_error_reached_and_are_counted():
@@ -240,6 +272,8 @@ def test_output_folders_are_created_and_a_folder_is_not_a_file(toy_data, tmp_pat
                          r"multiple of 10 \(e.g. 10 or 20\)"),
     (["--images", "0"], "--images 0: the number of images must be a positive integer, got 0"),
     (["--images", "20", "--images-per-class", "2"], "not allowed with argument"),
+    (["--images", "20", "--preset", "seed"], "--preset seed fixes its own configuration; drop "
+                                             "--images 20"),
     (["--images-per-class", "0"], "--images-per-class must be a positive integer, got 0"),
     (["--steps", "-3"], "--steps must be a positive integer, got -3"),
     (["--save-every", "0"], "--save-every must be a positive integer, got 0"),
@@ -292,9 +326,12 @@ def _rewrite(path, **changes):
     (lambda p: io.save_distilled(p, *_a_set()), "it has no loss history or configuration"),
 ])
 def test_resume_refuses_a_missing_damaged_or_mismatched_set(toy_data, tmp_path, capsys, damage,
-                                                            message):
+                                                            message, monkeypatch):
     out = _a_run(tmp_path)
     damage(out)
+    # Refused before any work: the data are not even loaded.
+    monkeypatch.setattr(data, "load_dataset", lambda *arguments, **options: pytest.fail(
+        "the data were loaded before --resume was checked"))
     code, err = _exit_code(capsys, [*FAST, "--resume", str(out), "--out", str(tmp_path / "next.npz")])
     assert code == 2 and err.startswith(f"error: cannot resume from {out}: ")
     assert re.search(message, err), err
@@ -314,7 +351,9 @@ def test_resume_may_change_steps_and_seed_but_not_the_solver(toy_data, tmp_path,
 
 def test_a_nan_outer_loss_exits_non_zero_keeping_the_last_finite_set(toy_data, tmp_path, capsys,
                                                                      monkeypatch):
-    # Fault injection: the outer loss reads NaN from step 4 on.
+    # Fault injection: the reported outer loss reads NaN from step 4 on (what
+    # the gradient-descent and Adam engines can report; the L-BFGS engine
+    # raises instead, tested above, and the command line treats both alike).
     real_engine = distillation._engine
 
     def poisoned_engine(*arguments):
@@ -344,54 +383,82 @@ def test_a_nan_outer_loss_exits_non_zero_keeping_the_last_finite_set(toy_data, t
 # --- a killed run ----------------------------------------------------------------
 
 def _history(path):
-    try:
-        with np.load(path) as arrays:
-            return arrays["loss_history"]
-    except (OSError, ValueError, KeyError):
-        return None
+    with np.load(path) as arrays:
+        return arrays["loss_history"]
+
+
+# The command line, in a child process whose sixth save of the distilled set
+# writes half of the file, says so, and hangs there: the test kills it then.
+KILLED_MID_WRITE = """
+import sys, time, io
+import numpy as np
+from distill import cli
+
+real_savez, saves = np.savez, []
+
+def savez_that_hangs(file, **arrays):
+    if "loss_history" in arrays:
+        saves.append(len(arrays["loss_history"]) - 1)
+        if len(saves) == 6:
+            buffer = io.BytesIO()
+            real_savez(buffer, **arrays)
+            file.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            file.flush()
+            print("half-written step", saves[-1], flush=True)
+            time.sleep(600)
+    return real_savez(file, **arrays)
+
+np.savez = savez_that_hangs
+sys.exit(cli.main(sys.argv[1:]))
+"""
 
 
 @requires_mnist
-def test_a_killed_run_leaves_its_last_complete_set_on_disk(tmp_path):
-    """SIGKILL, no chance to clean up: the file on disk is a complete step, bit for bit."""
+def test_a_run_killed_mid_write_leaves_its_last_complete_set_on_disk(tmp_path):
+    """SIGKILL while the sixth step's file is half written: the fifth stays, bit for bit."""
     out = tmp_path / "killed.npz"
-    command = [sys.executable, "-m", "distill", "--images-per-class", "1", "--no-progress",
-               "--no-compile-cache", "--save-every", "1"]
-    process = subprocess.Popen([*command, "--out", str(out)], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    seen = 0
-    deadline = time.monotonic() + 240
+    options = ["--images-per-class", "1", "--no-progress", "--no-compile-cache",
+               "--save-every", "1"]
+    process = subprocess.Popen([sys.executable, "-c", KILLED_MID_WRITE, *options,
+                                "--out", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        while seen < 8 and process.poll() is None and time.monotonic() < deadline:
-            history = _history(out)
-            seen = 0 if history is None else len(history) - 1
-            time.sleep(0.005)
-        time.sleep(np.random.default_rng().uniform(0, 0.05))  # anywhere within a step
+        lines = []
+        for line in process.stdout:  # until the child reports the half-written file
+            lines.append(line)
+            if line.startswith("half-written step"):
+                break
+        assert lines and lines[-1] == "half-written step 6\n", "".join(lines)
         process.send_signal(signal.SIGKILL)
-        output = process.communicate(timeout=60)[0]
+        process.wait(timeout=60)
     finally:
         process.kill()
-    assert process.returncode == -signal.SIGKILL, f"the run ended before the kill:\n{output}"
-    assert seen >= 8
+        process.stdout.close()
+    assert process.returncode == -signal.SIGKILL
 
+    # The half-written temporary file is there, beside an intact file of step 5.
+    leftover, = tmp_path.glob(".killed.npz.*.tmp")
+    with pytest.raises(ValueError, match="is not a readable .npz"):
+        io.load_distilled(leftover)
     killed = io.load_distilled(out)
-    steps = len(_history(out)) - 1
-    assert steps >= seen  # at least as recent as the last step seen before the kill
-    assert np.all(np.isfinite(_history(out)))
-    # The same command stopped at that many steps writes the same file: the
-    # kill left a complete step, not a mixture (and the run is deterministic).
+    assert len(_history(out)) == 6 and np.all(np.isfinite(_history(out)))
+    # The same command stopped after 5 steps writes the same file: the run is
+    # deterministic, and the kill left step 5 complete, not a mixture.
+    command = [sys.executable, "-m", "distill", *options]
     reference = tmp_path / "reference.npz"
-    subprocess.run([*command, "--steps", str(steps), "--out", str(reference)], check=True,
+    subprocess.run([*command, "--steps", "5", "--out", str(reference)], check=True,
                    capture_output=True)
     expected = io.load_distilled(reference)
     np.testing.assert_array_equal(killed.images, expected.images)
     assert killed.l2reg == expected.l2reg
     np.testing.assert_array_equal(_history(out), _history(reference))
-    # And it can be resumed.
+    # And the run goes on from it.
     resumed = subprocess.run([*command, "--steps", "2", "--resume", str(out), "--out", str(out)],
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"resuming from {out}" in resumed.stdout
+    assert f"resuming from {out}: outer loss {_history(reference)[-1]:.4f} after 5 steps" \
+        in resumed.stdout
+    assert len(_history(out)) == 8
 
 
 def test_ctrl_c_before_the_first_step_says_nothing_was_written(toy_data, tmp_path, capsys,

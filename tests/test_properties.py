@@ -4,6 +4,8 @@ Each property holds for every input hypothesis generates: arrays of any
 size, labels in and out of range, counts that do and do not divide.
 """
 
+import re
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -14,7 +16,9 @@ from hypothesis.extra import numpy as hnp
 from distill import checks, cli, distillation, evaluate, io, model
 from distill.data import Split
 
-settings.register_profile("distill", max_examples=40, deadline=None,
+# derandomize: the same examples on every run, so that a failure in CI
+# happens again on a laptop.
+settings.register_profile("distill", max_examples=40, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.function_scoped_fixture])
 settings.load_profile("distill")
 
@@ -80,7 +84,7 @@ def test_labels_are_accepted_exactly_when_in_range(example, bad_value):
 def test_one_label_per_image_or_the_error_gives_both_counts(example, extra):
     images, labels, classes = example
     labels = np.concatenate([labels, labels[:extra]])
-    if extra == 0 or len(images) == 0:
+    if extra == 0:
         checks.labels(labels, num_classes=classes, count=len(images))
         return
     with pytest.raises(ValueError, match=rf"^{len(images)} images but {len(labels)} labels$"):
@@ -99,9 +103,17 @@ def test_any_non_finite_pixel_is_refused(example, value, drawn):
 
 
 @given(hnp.arrays(st.sampled_from([np.uint8, np.int32, np.int64, np.bool_]),
-                  hnp.array_shapes(min_dims=1, max_dims=3, max_side=5)))
-def test_images_must_be_a_2d_float_array(images):
-    with pytest.raises(ValueError, match="images must be (a 2-D array|floating point)"):
+                  hnp.array_shapes(min_dims=2, max_dims=2, max_side=5)))
+def test_images_must_be_floating_point(images):
+    with pytest.raises(ValueError, match=f"images must be floating point.*got dtype {images.dtype}"):
+        checks.images(images)
+
+
+@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=0, max_dims=4, max_side=4)
+                  .filter(lambda shape: len(shape) != 2), elements=finite_floats))
+def test_images_must_be_a_2d_array(images):
+    with pytest.raises(ValueError, match=rf"images must be a 2-D array \(n, pixels\), got shape "
+                                         rf"{re.escape(str(images.shape))}"):
         checks.images(images)
 
 

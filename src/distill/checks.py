@@ -18,7 +18,8 @@ def images(value, name: str = "images", *, num_features: int | None = None,
     array = np.asarray(value)
     if array.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (n, pixels), got shape {array.shape}")
-    if not np.issubdtype(array.dtype, np.floating):
+    # The name test admits JAX's bfloat16, which NumPy does not class as floating.
+    if not (np.issubdtype(array.dtype, np.floating) or "float" in array.dtype.name):
         hint = " (divide uint8 pixels by 255)" if array.dtype == np.uint8 else ""
         raise ValueError(f"{name} must be floating point{hint}, got dtype {array.dtype}")
     if num_features is not None and array.shape[1] != num_features:

@@ -117,14 +117,18 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
     conflicting = {field: value for field, value in overrides.items()
                    if value != getattr(preset, field)}
     if conflicting:
-        options = ", ".join(f"--{f.replace('_', '-')} {v}" for f, v in conflicting.items())
+        options = ", ".join(
+            f"--images {args.images}" if f == "images_per_class" and args.images is not None
+            else f"--{f.replace('_', '-')} {v}" for f, v in conflicting.items())
         raise ValueError(f"--preset {args.preset} fixes its own configuration; "
                          f"drop {options} or drop --preset")
     return preset
 
 
 def check_output(args: argparse.Namespace) -> str | None:
-    """Why ``--out`` cannot be written, or None. Checked before any work is done."""
+    """Why ``--out`` cannot be written, or None. Checked before any work is done.
+
+    Creates the folders of ``--out`` (call it after every other check)."""
     out = Path(args.out)
     if out.is_dir():
         return f"--out {out} is a folder: give a file name, e.g. {out / 'distilled.npz'}"
@@ -153,9 +157,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     if args.save_every < 1:
         parser.error(f"--save-every must be a positive integer, got {args.save_every}")
-    problem = check_output(args)
-    if problem:
-        parser.error(problem)
     if args.preset == "seed":
         import jax
 
@@ -164,6 +165,24 @@ def main(argv: list[str] | None = None) -> int:
 
     # Imported here so that --help stays fast.
     from distill import data, distillation, io, model
+
+    # Every check of the options and files comes before any work (loading
+    # the data can take minutes the first time).
+    saved, earlier_history = None, []
+    if args.resume is not None:
+        try:
+            saved, earlier_history = resume_from(args.resume, config,
+                                                 len(CLASS_NAMES[config.dataset]),
+                                                 data.NUM_FEATURES)
+        except FileNotFoundError:
+            print(f"error: cannot resume from {args.resume}: no such file", file=sys.stderr)
+            return 2
+        except (ValueError, OSError) as error:
+            print(f"error: cannot resume from {args.resume}: {error}", file=sys.stderr)
+            return 2
+    problem = check_output(args)
+    if problem:
+        parser.error(problem)
 
     if not args.no_compile_cache:
         # A later run loads the compiled outer step instead of compiling it again.
@@ -179,16 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loaded {dataset.name}: {len(dataset.train)} training and {len(dataset.test)} "
           f"test images in {time.perf_counter() - start:.1f} s", flush=True)
 
-    saved, earlier_history = None, []
     if args.resume is not None:
-        try:
-            saved, earlier_history = resume_from(args.resume, config, dataset)
-        except FileNotFoundError:
-            print(f"error: cannot resume from {args.resume}: no such file", file=sys.stderr)
-            return 2
-        except (ValueError, OSError) as error:
-            print(f"error: cannot resume from {args.resume}: {error}", file=sys.stderr)
-            return 2
         print(f"resuming from {args.resume}: outer loss {earlier_history[-1]:.4f} after "
               f"{len(earlier_history) - 1} steps", flush=True)
 
@@ -262,7 +272,7 @@ def describe(config: DistillConfig) -> str:
     return repr(dataclasses.asdict(config))
 
 
-def resume_from(path, config: DistillConfig, dataset):
+def resume_from(path, config: DistillConfig, num_classes: int = 10, num_features: int = 784):
     """The set saved in ``path`` (a :class:`distill.io.DistilledSet`) and its loss history.
 
     Checked against ``config``; raises ``ValueError`` naming what does not match.
@@ -270,12 +280,11 @@ def resume_from(path, config: DistillConfig, dataset):
     from distill import distillation, io
 
     saved = io.load_distilled(path)
-    _, labels = distillation.initial_distilled_set(config, dataset.num_classes,
-                                                   dataset.num_features)
-    expected_shape = (len(labels), dataset.num_features)
+    _, labels = distillation.initial_distilled_set(config, num_classes, num_features)
+    expected_shape = (len(labels), num_features)
     if saved.images.shape != expected_shape:
         raise ValueError(f"it holds images of shape {saved.images.shape}, but "
-                         f"--images-per-class {config.images_per_class} on {dataset.name} "
+                         f"--images-per-class {config.images_per_class} on {config.dataset} "
                          f"needs {expected_shape}")
     if saved.labels.ndim == 2 and not config.learn_labels:
         raise ValueError("it holds learned soft labels: resume it with --learn-labels")

@@ -209,13 +209,14 @@ def _raw_file_problem(path: Path, known: RawFile) -> str | None:
     if stat.st_size != known.size:
         what = (f"it has {stat.st_size} bytes instead of {known.size}, likely a "
                 "truncated or damaged download")
-    elif _file_sha256(str(path), stat.st_size, stat.st_mtime_ns) != known.sha256:
-        what = ("sha256 mismatch with the original of the same size, likely a "
+    elif (digest := _file_sha256(str(path), stat.st_size, stat.st_mtime_ns)) != known.sha256:
+        what = (f"its sha256 is {digest}, not the original's (same size), likely a "
                 "damaged download or another file under this name")
     else:
         return None
     return (f"The offline file {path} is not the original: {what}.\n"
-            f"Replace it with a fresh copy from {known.url}")
+            f"Replace it with a fresh copy from {known.url} "
+            f"({known.size} bytes, sha256 {known.sha256})")
 
 
 @functools.lru_cache(maxsize=64)

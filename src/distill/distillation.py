@@ -339,13 +339,24 @@ def _lbfgs_engine(fun, memory_size: int = 10) -> _Engine:
             updates, optimizer_state, slope = run(direction, state.gradient, optimizer_state,
                                                   images)
         value, slope, stepsize = float(state.value), float(slope), 1.0
+        if not np.isfinite(slope):
+            raise FloatingPointError(f"the hypergradient became {slope} (its slope along the "
+                                     "step) at a point with a finite outer loss")
+        finite_trials = 0
         for _ in range(_MAX_HALVINGS + 1):
             candidate = run(move, images, updates, jnp.float32(stepsize))
             (new_value, aux), gradient = run(value_and_grad, candidate, init_params,
                                              train_images, train_labels)
-            if float(new_value) <= value + _ARMIJO * stepsize * slope:
+            trial_loss = float(new_value)
+            finite_trials += bool(np.isfinite(trial_loss))
+            # A NaN or infinite trial fails this test: the step is halved, as
+            # for a trial that does not decrease the loss enough.
+            if trial_loss <= value + _ARMIJO * stepsize * slope:
                 return candidate, _LbfgsState(optimizer_state, new_value, aux, gradient, False)
             stepsize /= 2
+        if not finite_trials:
+            raise FloatingPointError(f"the outer loss was NaN or infinite at every trial point "
+                                     f"along the step, down to 2^-{_MAX_HALVINGS} of it")
         return images, state._replace(failed=True)
 
     return _Engine(start=start, step=step,
@@ -557,7 +568,13 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
             # Same stopping rule as jaxopt's run(): one step, then while error > tol.
             while True:
                 init_params = inner_params if config.warm_start else first_init
-                new_variables, state = engine.step(run, variables, state, init_params, *args)
+                try:
+                    new_variables, state = engine.step(run, variables, state, init_params,
+                                                       *args)
+                except FloatingPointError as error:
+                    raise FloatingPointError(
+                        f"{error}, at step {steps + 1} (the last finite loss, "
+                        f"{losses[-1]:.4g}, was at step {steps})") from None
                 if engine.failed(state):
                     stop_reason = "line_search_failed"
                     break

@@ -39,7 +39,9 @@ def save_distilled(path, images, labels, l2reg, **metadata) -> Path:
 
     A crash or a kill during the write leaves the previous ``path`` (if any)
     untouched: readers see either the old file or the new one, never half of
-    one. The data are flushed to disk before the rename. Extra keyword
+    one. The data are flushed to disk before the rename, and the rename
+    after it. A write killed half-way can leave its hidden temporary file
+    (``.NAME.*.tmp``) beside ``path``; it is safe to delete. Extra keyword
     arguments are stored as additional arrays (e.g. the loss history).
     """
     distilled = validate(images, labels, l2reg)
@@ -57,12 +59,27 @@ def save_distilled(path, images, labels, l2reg, **metadata) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(handle.name, path)
+        _sync_folder(path.parent)
     except BaseException:
         # Interrupted or failed before the rename: the old file stays, the
         # partial one goes.
         Path(handle.name).unlink(missing_ok=True)
         raise
     return path
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush the rename itself to disk, so that a power cut keeps the new file."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # not possible on this platform (e.g. Windows): the rename stands
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def load_distilled(path) -> DistilledSet:

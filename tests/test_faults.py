@@ -477,3 +477,15 @@ def test_ctrl_c_before_the_first_step_says_nothing_was_written(toy_data, tmp_pat
     assert code == cli.EXIT_INTERRUPTED == 130
     assert f"stopped before the first step; nothing was written to {out}" in err
     assert not out.exists()
+
+
+def test_float64_data_in_64_bit_mode_are_distilled_in_float32():
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    try:
+        result = distillation.distill(X.astype(np.float64), Y, distillation.DistillConfig(steps=2),
+                                      progress=False)
+    finally:
+        jax.config.update("jax_enable_x64", False)
+    assert result.images.dtype == np.float32 and np.all(np.isfinite(result.images))

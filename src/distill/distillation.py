@@ -488,7 +488,11 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
                          f"{', '.join(map(str, empty[:10]))} among num_classes={num_classes}: "
                          "a distilled image of a class needs real images of it")
     checkpoint_every = checks.positive_int(checkpoint_every, "checkpoint_every")
-    train_images, train_labels = jnp.asarray(train_images), jnp.asarray(train_labels)
+    # The run computes in float32, as the distilled set it returns, even where
+    # 64-bit mode is on and the data are float64 (mixed, the inner solver's
+    # implicit differentiation would meet two dtypes).
+    train_images = jnp.asarray(train_images, jnp.float32)
+    train_labels = jnp.asarray(train_labels)
     num_features = train_images.shape[1]
     images, labels = initial_distilled_set(config, num_classes, num_features)
     if init_images is not None:

@@ -215,8 +215,9 @@ def test_incomplete_or_malformed_tfds_arrays_are_refused_and_not_cached(
     assert not cache.exists() or not any(cache.iterdir())
 
 
-def test_cache_is_written_then_used_and_rebuilt_when_damaged(monkeypatch, tmp_path, small_splits):
-    monkeypatch.setenv(data.CACHE_DIR_ENV, str(tmp_path))
+@pytest.fixture
+def tfds_calls(monkeypatch):
+    """Stand in for TFDS with small fake arrays; the list of datasets it was asked for."""
     calls = []
 
     def fake_tfds(name, data_dir):
@@ -224,6 +225,13 @@ def test_cache_is_written_then_used_and_rebuilt_when_damaged(monkeypatch, tmp_pa
         return _fake_arrays()
 
     monkeypatch.setattr(data, "_load_with_tfds", fake_tfds)
+    return calls
+
+
+def test_cache_is_written_then_used_and_rebuilt_when_damaged(monkeypatch, tmp_path, small_splits,
+                                                             tfds_calls):
+    monkeypatch.setenv(data.CACHE_DIR_ENV, str(tmp_path))
+    calls = tfds_calls
     first = data.load_dataset("mnist")
     second = data.load_dataset("mnist")
     assert calls == ["mnist"]
@@ -246,18 +254,12 @@ def test_cache_is_written_then_used_and_rebuilt_when_damaged(monkeypatch, tmp_pa
     np.testing.assert_array_equal(first.train.images, fourth.train.images)
 
 
-def test_cache_with_wrong_count_is_rebuilt_not_used(monkeypatch, tmp_path, small_splits):
+def test_cache_with_wrong_count_is_rebuilt_not_used(monkeypatch, tmp_path, small_splits,
+                                                    tfds_calls):
     monkeypatch.setenv(data.CACHE_DIR_ENV, str(tmp_path))
     data._write_cache(data._cache_path("mnist"), _fake_arrays(n_train=5))
-    calls = []
-
-    def fake_tfds(name, data_dir):
-        calls.append(name)
-        return _fake_arrays()
-
-    monkeypatch.setattr(data, "_load_with_tfds", fake_tfds)
     dataset = data.load_dataset("mnist")
-    assert calls == ["mnist"] and len(dataset.train) == 6
+    assert tfds_calls == ["mnist"] and len(dataset.train) == 6
     assert len(data._read_cache(data._cache_path("mnist"), "mnist")["train_labels"]) == 6
 
 

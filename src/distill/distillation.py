@@ -127,14 +127,13 @@ PRESETS = {
 
 #: The command line's default (``python -m distill`` without ``--preset``):
 #: learn l2reg with the images, solve the inner problem with L-BFGS, and let
-#: the outer L-BFGS run until its gradient norm is below ``outer_tol``, 300
-#: steps at most. With one to fifty images per class (chapter 8), MNIST took
-#: 71-139 steps and Fashion-MNIST 104-152, except all 300 with one image per
-#: class. A warm start usually converges in a few dozen inner iterations; the
-#: high ``inner_maxiter`` is for the rare solve that needs more. Most runs
-#: end when the line search finds no lower loss (``stop_reason``), before the
-#: gradient norm reaches ``outer_tol``; the step counts above include, as the
-#: code then did, that final failed step.
+#: the outer L-BFGS run until its gradient norm is below ``outer_tol`` or its
+#: line search finds no lower loss (``stop_reason``; the MNIST run with one
+#: image per class ends that way), 300 steps at most. With one to fifty images
+#: per class (chapter 8), MNIST took 70-138 steps and Fashion-MNIST 103-151,
+#: except all 300 with one image per class. A warm start usually converges in
+#: a few dozen inner iterations; the high ``inner_maxiter`` is for the rare
+#: solve that needs more.
 CLI_DEFAULT = DistillConfig(learn_l2reg=True, inner_solver="lbfgs", inner_maxiter=10_000,
                             steps=300)
 

@@ -2,7 +2,7 @@ import jax
 import numpy as np
 import pytest
 
-from distill import evaluate, profiling
+from distill import distillation, evaluate, model, profiling
 
 
 def test_confusion_matrix_counts_pairs():
@@ -131,3 +131,15 @@ def test_hypergradient_cost_runs_the_requested_iterations(toy_dataset, method):
     with pytest.raises(ValueError, match="method must be"):
         profiling.hypergradient_cost(images, labels, train.images, train.labels,
                                      iterations=5, method="forward")
+
+
+def test_following_the_test_accuracy_records_every_step(toy_dataset):
+    follow = evaluate.FollowTestAccuracy(toy_dataset.test)
+    result = distillation.distill(toy_dataset.train.images, toy_dataset.train.labels,
+                                  distillation.DistillConfig(steps=3), progress=False,
+                                  callback=follow)
+    assert len(follow.accuracies) == len(follow.weight_norms) == result.steps + 1
+    assert follow.accuracies[-1] == model.accuracy(result.inner_params, toy_dataset.test.images,
+                                                   toy_dataset.test.labels)
+    assert follow.weight_norms[-1] == pytest.approx(float(np.linalg.norm(result.inner_params)))
+    assert follow.weight_norms[0] < follow.weight_norms[-1]  # the model grows as the images learn

@@ -97,3 +97,16 @@ def test_scores_backward_pass_is_the_plain_one():
     soft = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(3), (300, 10)))
     np.testing.assert_allclose(model.data_loss(W, images, soft),
                                model.softlabel_objective(W, 0.0, (images, soft)), rtol=1e-6)
+
+
+def test_hessian_vector_products_equal_the_hessian_times_the_vector():
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.normal(size=(12, 5)), jnp.float32)
+    labels = jnp.asarray(rng.integers(0, 3, 12))
+    W = jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)
+    direction = jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)
+    hessian = jax.hessian(model.inner_objective)(W, 0.3, (images, labels)).reshape(15, 15)
+    product = model.hessian_vector_product(W, 0.3, (images, labels))(direction)
+    np.testing.assert_allclose(product.ravel(), hessian @ direction.ravel(), rtol=1e-4, atol=1e-6)
+    # Positive definite with l2reg > 0: <v, H v> >= l2reg ||v||^2.
+    assert float(jnp.vdot(direction, product)) >= 0.3 * float(jnp.vdot(direction, direction))

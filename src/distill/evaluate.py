@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 
 from distill import cache, model
@@ -17,6 +18,26 @@ def test_accuracy(train_images, train_labels, l2reg: float, test: Split, **fit_o
     """
     W, _ = model.fit_logistic_regression(train_images, train_labels, l2reg, **fit_options)
     return model.accuracy(W, test.images, test.labels)
+
+
+class FollowTestAccuracy:
+    """A ``distill(callback=...)`` that records how the trained model evolves.
+
+    After the initial images and every outer step, ``distill`` passes the
+    inner solution ``W*``; this records its test accuracy on ``test`` in
+    ``accuracies`` and its norm ``||W*||`` in ``weight_norms``.
+    """
+
+    def __init__(self, test: Split):
+        # On the device once, not at every step.
+        self.test_images = jnp.asarray(test.images)
+        self.test_labels = jnp.asarray(test.labels)
+        self.accuracies: list[float] = []
+        self.weight_norms: list[float] = []
+
+    def __call__(self, step, images, inner_params):
+        self.accuracies.append(model.accuracy(inner_params, self.test_images, self.test_labels))
+        self.weight_norms.append(float(jnp.linalg.norm(inner_params)))
 
 
 def random_real_subset(split: Split, images_per_class: int, seed: int, num_classes: int = 10):

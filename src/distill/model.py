@@ -84,6 +84,22 @@ def data_loss(W, images, labels):
     return -jnp.mean(jnp.take_along_axis(log_probs, jnp.asarray(labels)[:, None], axis=1))
 
 
+def hessian_vector_product(W, l2reg, data, objective=inner_objective):
+    """``v -> H v``, with ``H`` the Hessian of ``objective(., l2reg, data)`` at ``W``.
+
+    Computed without forming ``H``: the forward-mode derivative of the
+    gradient along ``v`` (the chapter "Implicit differentiation" derives it).
+    Implicit differentiation solves ``H v = b`` with such products.
+    """
+    def gradient(W):
+        return jax.grad(objective)(W, l2reg, data)
+
+    def product(direction):
+        return jax.jvp(gradient, (W,), (direction,))[1]
+
+    return product
+
+
 def init_inner_params(num_features: int = 784, num_classes: int = 10) -> jax.Array:
     """The original notebook's starting point for the inner solver: all ones."""
     return jnp.ones((num_features, num_classes))

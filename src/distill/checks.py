@@ -67,8 +67,8 @@ def labels(value, name: str = "labels", *, num_classes: int, count: int | None =
     return array
 
 
-def l2reg(value, name: str = "l2reg") -> float:
-    """A positive finite number (the L2 regularization strength)."""
+def positive_number(value, name: str) -> float:
+    """A positive finite number (an L2 strength, a tolerance, a learning rate)."""
     try:
         if isinstance(value, (bool, str, bytes)) or value is None:
             raise TypeError

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import numbers
 import time
 import typing
 import warnings
@@ -90,15 +89,11 @@ class DistillConfig:
     def __post_init__(self):
         data.check_dataset_name(self.dataset)
         for name in ("images_per_class", "steps", "inner_maxiter"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            checks.positive_int(getattr(self, name), name)
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         for name in ("l2reg", "inner_tol", "outer_tol", "learning_rate"):
-            value = getattr(self, name)
-            if not (isinstance(value, numbers.Real) and np.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+            checks.positive_number(getattr(self, name), name)
         for name in ("warm_start", "learn_l2reg", "learn_labels"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -502,7 +497,7 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
         images = jnp.asarray(init_images, dtype=jnp.float32)
     variables = initial_variables(config, images, labels, num_classes)
     if init_l2reg is not None:
-        init_l2reg = checks.l2reg(init_l2reg, "init_l2reg")
+        init_l2reg = checks.positive_number(init_l2reg, "init_l2reg")
         if config.learn_l2reg:
             variables["log_l2reg"] = jnp.log(jnp.float32(init_l2reg))
         elif not np.isclose(init_l2reg, config.l2reg, rtol=1e-6, atol=0):

@@ -30,7 +30,7 @@ def validate(images, labels, l2reg, *, num_classes: int = 10) -> DistilledSet:
     """Check shapes, dtypes and values; raise ``ValueError`` naming what is wrong."""
     images = checks.images(images, "images")
     labels = checks.labels(labels, "labels", num_classes=num_classes, count=len(images))
-    l2reg = checks.l2reg(l2reg, "l2reg")
+    l2reg = checks.positive_number(l2reg, "l2reg")
     return DistilledSet(images=images.astype(np.float32), labels=labels, l2reg=l2reg)
 
 

@@ -162,7 +162,7 @@ def fit_logistic_regression(images, labels, l2reg: float, *, num_classes: int = 
         num_classes = np.shape(labels)[1]
     checks.images(images, "images")
     checks.labels(labels, "labels", num_classes=num_classes, count=len(images))
-    l2reg = checks.l2reg(l2reg, "l2reg")
+    l2reg = checks.positive_number(l2reg, "l2reg")
     images = jnp.asarray(images)
     labels = jnp.asarray(labels)
     if init_params is None:

@@ -6,13 +6,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from distill import checks
-from distill.data import IMAGE_SHAPE
+from distill.data import IMAGE_SHAPE, NUM_FEATURES
 
 
 def _image_grid(images, labels, class_names, *, ncols: int, scale: float, title: str | None,
                 draw):
     """One panel per image, ``draw(ax, image)`` in each, titled with its class."""
-    images = checks.images(images, "images", num_features=IMAGE_SHAPE[0] * IMAGE_SHAPE[1])
+    images = checks.images(images, "images", num_features=NUM_FEATURES)
     if ncols < 1:
         raise ValueError(f"ncols must be a positive integer, got {ncols}")
     if labels is not None and np.ndim(labels) == 2:

@@ -2,10 +2,13 @@
 
 Layers, each importing only those above it:
 
-- :mod:`distill.checks`: input checks with messages that name the argument
+- :mod:`distill.checks`: input checks with messages that name the argument;
+  :mod:`distill.atomic`: the one way files are written (all or nothing)
+- :mod:`distill.config`: ``DistillConfig`` and the named ``PRESETS`` (no JAX)
 - :mod:`distill.data`: datasets as flat float arrays (TFDS, offline files, cache)
 - :mod:`distill.model`: the inner model (logistic regression) and its solvers
-- :mod:`distill.distillation`: the outer problem and the distillation loop
+- :mod:`distill.outer`: outer solvers, objects with ``init`` and ``step``
+- :mod:`distill.distillation`: the outer objective and the distillation loop
 - :mod:`distill.evaluate`: test accuracy, random real baselines (kept on disk
   by :mod:`distill.cache`)
 - :mod:`distill.plotting`: figures; :mod:`distill.profiling`: compile and run

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from distill import data
+from distill.atomic import write_atomically
 
 #: Bump when a cached computation changes its meaning, so old entries are ignored.
 RESULTS_FORMAT = 1
@@ -58,8 +57,5 @@ def cached(kind: str, key: dict, compute, *, enabled: bool = True) -> dict[str, 
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         pass  # absent or damaged: compute it again
     result = {name: np.asarray(value) for name, value in compute().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as handle:
-        np.savez(handle, **result)
-    os.replace(handle.name, path)
+    write_atomically(path, lambda file: np.savez(file, **result))
     return result

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import os
 import sys
@@ -13,9 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from distill import checks
+from distill.config import PRESETS, DistillConfig
 from distill.data import CLASS_NAMES
-from distill.distillation import CLI_DEFAULT, PRESETS, DistillConfig
 
+#: The configuration without ``--preset``: the book's recommended setting.
+DEFAULT_PRESET = "learned-l2reg"
+
+#: The dataset without ``--dataset``.
+DEFAULT_DATASET = "mnist"
 
 #: Presets that fix every option (the others take --dataset, --steps, ... on top).
 LOCKED_PRESETS = ("seed",)
@@ -23,10 +27,6 @@ LOCKED_PRESETS = ("seed",)
 #: Exit statuses besides 0 (success) and 2 (bad options or input, as argparse).
 EXIT_NON_FINITE = 1      # the outer loss became NaN or infinite; the last finite step is kept
 EXIT_INTERRUPTED = 130   # Ctrl-C; the last completed step is kept
-
-#: Settings a resumed run may change; any other difference from the saved
-#: run's configuration is refused.
-RESUMABLE_CHANGES = ("steps", "seed")
 
 EPILOG = """exit status: 0 on success; 1 when the outer loss became NaN or infinite (the
 last step with a finite loss stays in --out); 2 for bad options or input (a
@@ -37,7 +37,7 @@ maxiter: the hypergradient is then not the true one."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = CLI_DEFAULT
+    defaults = PRESETS[DEFAULT_PRESET]
     parser = argparse.ArgumentParser(
         prog="python -m distill", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -45,13 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "By default the inner l2reg is learned along with the images "
                     "(the chapter 'Beyond pixels').")
     parser.add_argument("--preset", choices=sorted(PRESETS),
-                        help="a named configuration instead of the default: 'seed' is the "
+                        help=f"a named configuration (default {DEFAULT_PRESET}: l2reg "
+                             "learned with the images): 'seed' is the "
                              "original JAXopt notebook (MNIST, 1 image per class, 50 steps, "
                              "seed 0, CPU only) and takes no other option; 'fixed-l2reg' "
                              "keeps l2reg at 0.1 and hard labels, as the original, on the "
                              "fast path")
-    parser.add_argument("--dataset", choices=["mnist", "fashion_mnist"],
-                        help=f"dataset to distill (default {defaults.dataset})")
+    parser.add_argument("--dataset", choices=sorted(CLASS_NAMES),
+                        help=f"dataset to distill (default {DEFAULT_DATASET})")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--images-per-class", type=int,
                       help=f"distilled images per class (default {defaults.images_per_class})")
@@ -93,9 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> DistillConfig:
-    """The run's configuration; ``ValueError`` naming the option when one is invalid."""
+    """The run's configuration (its dataset is ``dataset_from_args``).
+
+    Raises:
+      ValueError: naming the option, when one is invalid or conflicts with a
+        preset that fixes its own configuration.
+    """
     overrides = {field: getattr(args, field)
-                 for field in ("dataset", "images_per_class", "steps", "seed", "learn_l2reg",
+                 for field in ("images_per_class", "steps", "seed", "learn_l2reg",
                                "learn_labels")
                  if getattr(args, field) is not None}
     for field in ("images_per_class", "steps"):
@@ -103,15 +109,15 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
             raise ValueError(f"--{field.replace('_', '-')} must be a positive integer, "
                              f"got {overrides[field]}")
     if getattr(args, "images", None) is not None:
-        dataset = args.dataset or (PRESETS[args.preset] if args.preset else CLI_DEFAULT).dataset
         try:
             overrides["images_per_class"] = checks.images_per_class(
-                args.images, len(CLASS_NAMES[dataset]))
+                args.images, len(CLASS_NAMES[dataset_from_args(args)]))
         except ValueError as error:
             raise ValueError(f"--images {args.images}: {error}") from None
-    if args.preset is None:
-        return dataclasses.replace(CLI_DEFAULT, **overrides)
-    preset = PRESETS[args.preset]
+    if args.preset == "seed" and args.dataset not in (None, DEFAULT_DATASET):
+        raise ValueError(f"--preset seed fixes its own configuration; drop --dataset "
+                         f"{args.dataset} or drop --preset")
+    preset = PRESETS[args.preset or DEFAULT_PRESET]
     if args.preset not in LOCKED_PRESETS:
         return dataclasses.replace(preset, **overrides)
     conflicting = {field: value for field, value in overrides.items()
@@ -123,6 +129,11 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
         raise ValueError(f"--preset {args.preset} fixes its own configuration; "
                          f"drop {options} or drop --preset")
     return preset
+
+
+def dataset_from_args(args: argparse.Namespace) -> str:
+    """The dataset to distill: ``--dataset``, or MNIST."""
+    return args.dataset or DEFAULT_DATASET
 
 
 def check_output(args: argparse.Namespace) -> str | None:
@@ -157,48 +168,50 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     if args.save_every < 1:
         parser.error(f"--save-every must be a positive integer, got {args.save_every}")
-    if args.preset == "seed":
-        import jax
-
-        jax.config.update("jax_platforms", "cpu")  # the original runs on CPU only
-    import jax
-
-    # Imported here so that --help stays fast.
-    from distill import data, distillation, io, model
+    dataset_name = dataset_from_args(args)
+    num_classes = len(CLASS_NAMES[dataset_name])
 
     # Every check of the options and files comes before any work (loading
-    # the data can take minutes the first time).
+    # the data can take minutes the first time). The file checks need NumPy
+    # only: JAX is imported after them.
+    from distill import data, io
+
     saved, earlier_history = None, []
     if args.resume is not None:
         try:
-            saved, earlier_history = resume_from(args.resume, config,
-                                                 len(CLASS_NAMES[config.dataset]),
-                                                 data.NUM_FEATURES)
+            saved = io.load_for_resume(args.resume, config, dataset_name,
+                                       num_classes=num_classes, num_features=data.NUM_FEATURES)
         except FileNotFoundError:
             print(f"error: cannot resume from {args.resume}: no such file", file=sys.stderr)
             return 2
         except (ValueError, OSError) as error:
             print(f"error: cannot resume from {args.resume}: {error}", file=sys.stderr)
             return 2
+        earlier_history = [float(value) for value in saved.loss_history]
     problem = check_output(args)
     if problem:
         parser.error(problem)
 
+    import jax
+
+    if args.preset == "seed":
+        jax.config.update("jax_platforms", "cpu")  # the original runs on CPU only
     if not args.no_compile_cache:
         # A later run loads the compiled outer step instead of compiling it again.
         jax.config.update("jax_compilation_cache_dir", str(data.cache_dir() / "xla"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    from distill import distillation, model
 
     start = time.perf_counter()
     try:
-        dataset = data.load_dataset(config.dataset, data_dir=args.data_dir)
+        dataset = data.load_dataset(dataset_name, data_dir=args.data_dir)
     except data.DatasetUnavailableError as error:
-        print(f"error: cannot load {config.dataset}: {error}", file=sys.stderr)
+        print(f"error: cannot load {dataset_name}: {error}", file=sys.stderr)
         return 2
     print(f"loaded {dataset.name}: {len(dataset.train)} training and {len(dataset.test)} "
           f"test images in {time.perf_counter() - start:.1f} s", flush=True)
 
-    if args.resume is not None:
+    if saved is not None:
         print(f"resuming from {args.resume}: outer loss {earlier_history[-1]:.4f} after "
               f"{len(earlier_history) - 1} steps", flush=True)
 
@@ -209,9 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         # A resumed run's history continues the saved one (whose last entry is
         # this run's starting loss).
         history = earlier_history[:-1] + list(loss_history)
-        path = io.save_distilled(args.out, images, labels, l2reg,
-                                 loss_history=np.asarray(history, dtype=np.float64),
-                                 config=describe(config))
+        path = io.save_distilled(args.out, images, labels, l2reg, loss_history=history,
+                                 config=config, dataset=dataset_name)
         saved_steps = len(history) - 1
         return path
 
@@ -245,6 +257,13 @@ def main(argv: list[str] | None = None) -> int:
     # The run's own inner solution is the trained model: it meets the inner
     # tolerance (checked by distill), so no separate fit is needed.
     accuracy = model.accuracy(result.inner_params, dataset.test.images, dataset.test.labels)
+    print_summary(result, config, accuracy)
+    print(f"wrote {path}")
+    return 0
+
+
+def print_summary(result, config: DistillConfig, accuracy: float) -> None:
+    """What the run did, why it stopped, what it learned and how well it teaches."""
     stopped = {"converged": f"the outer gradient norm fell below {config.outer_tol}",
                "max_steps": f"--steps {config.steps} reached",
                "line_search_failed": "the line search found no lower loss: it is flat to "
@@ -263,68 +282,6 @@ def main(argv: list[str] | None = None) -> int:
     if learned:
         print(f"learned along with the images: {', '.join(learned)}")
     print(f"test accuracy of logistic regression trained on them: {accuracy:.2%}")
-    print(f"wrote {path}")
-    return 0
-
-
-def describe(config: DistillConfig) -> str:
-    """The configuration as stored in the ``.npz`` (a readable dict literal)."""
-    return repr(dataclasses.asdict(config))
-
-
-def resume_from(path, config: DistillConfig, num_classes: int = 10, num_features: int = 784):
-    """The set saved in ``path`` (a :class:`distill.io.DistilledSet`) and its loss history.
-
-    Checked against ``config``; raises ``ValueError`` naming what does not match.
-    """
-    from distill import distillation, io
-
-    saved = io.load_distilled(path)
-    _, labels = distillation.initial_distilled_set(config, num_classes, num_features)
-    expected_shape = (len(labels), num_features)
-    if saved.images.shape != expected_shape:
-        raise ValueError(f"it holds images of shape {saved.images.shape}, but "
-                         f"--images-per-class {config.images_per_class} on {config.dataset} "
-                         f"needs {expected_shape}")
-    if saved.labels.ndim == 2 and not config.learn_labels:
-        raise ValueError("it holds learned soft labels: resume it with --learn-labels")
-    hard = saved.labels if saved.labels.ndim == 1 else saved.labels.argmax(axis=1)
-    if not (hard == np.asarray(labels)).all():
-        raise ValueError("its labels are not those of this configuration")
-    if not config.learn_l2reg and abs(saved.l2reg - config.l2reg) > 1e-6 * config.l2reg:
-        raise ValueError(f"it was distilled with l2reg {saved.l2reg:g}, this run uses "
-                         f"{config.l2reg:g} (resume a run that learned l2reg with "
-                         "--learn-l2reg)")
-    with np.load(path) as arrays:
-        history = (np.asarray(arrays["loss_history"], np.float64).ravel()
-                   if "loss_history" in arrays else np.zeros(0))
-        saved_config = str(arrays["config"]) if "config" in arrays else None
-    if len(history) == 0 or saved_config is None:
-        raise ValueError("it has no loss history or configuration, so it was not written "
-                         "by this command")
-    if not np.all(np.isfinite(history)):
-        raise ValueError("its loss history holds NaN or infinite values")
-    try:
-        saved_fields = ast.literal_eval(saved_config)
-        if not isinstance(saved_fields, dict):
-            raise ValueError
-    except (ValueError, SyntaxError):
-        raise ValueError(f"its stored configuration is unreadable: {saved_config[:80]!r}") \
-            from None
-    if saved_fields.get("dataset") != config.dataset:
-        raise ValueError(f"it was distilled from {saved_fields.get('dataset')}, "
-                         f"not {config.dataset}")
-    requested = dataclasses.asdict(config)
-    differences = [f"{field} {saved_fields[field]!r} (this run: {requested[field]!r})"
-                   for field in requested
-                   if field not in RESUMABLE_CHANGES and field in saved_fields
-                   and saved_fields[field] != requested[field]
-                   and not (field == "l2reg" and config.learn_l2reg)]
-    if differences:
-        raise ValueError("it was distilled with other settings: " + "; ".join(differences)
-                         + ". Resume it with the options (or --preset) it was made with")
-    history = [float(value) for value in history]
-    return saved, history
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from distill.atomic import write_atomically
+
 DATA_DIR_ENV = "DISTILL_DATA_DIR"
 CACHE_DIR_ENV = "DISTILL_CACHE_DIR"
 
@@ -292,14 +294,6 @@ def _array_problems(name: str, arrays: dict[str, np.ndarray]) -> list[str]:
     return problems
 
 
-def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write to a temporary file and rename, so a crash never leaves half a file.
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as f:
-        np.savez(f, **arrays)
-    os.replace(f.name, path)
-
-
 def tfds_offline_kwargs(name: str, data_dir: str | os.PathLike | None,
                         extract_dir: str | os.PathLike) -> dict:
     """Extra ``tfds.load`` arguments that prepare ``name`` from the offline files.
@@ -409,7 +403,7 @@ def load_dataset(
     if arrays is None:
         arrays = _load_with_tfds(name, data_dir)
         if use_cache:
-            _write_cache(path, arrays)
+            write_atomically(path, lambda file: np.savez(file, **arrays))
 
     def split(prefix: str) -> Split:
         return Split(

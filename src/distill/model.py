@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from distill import checks
+from distill.config import INNER_SOLVERS  # noqa: F401  (the names make_inner_solver takes)
 
 #: The inner objective, exactly as JAXopt defines it: (W, l2reg, (X, y)) -> loss.
 inner_objective = jaxopt.objective.l2_multiclass_logreg
@@ -103,11 +104,6 @@ def hessian_vector_product(W, l2reg, data, objective=inner_objective):
 def init_inner_params(num_features: int = 784, num_classes: int = 10) -> jax.Array:
     """The original notebook's starting point for the inner solver: all ones."""
     return jnp.ones((num_features, num_classes))
-
-
-#: Inner solvers by name. Both are JAXopt solvers, so both are differentiated
-#: implicitly, at their solution.
-INNER_SOLVERS = ("gradient_descent", "lbfgs")
 
 
 def make_inner_solver(tol: float = 1e-3, maxiter: int = 500, *, objective=inner_objective,

@@ -62,6 +62,7 @@ def hypergradient_cost(images, labels, train_images, train_labels, *, iterations
     config = distillation.DistillConfig(l2reg=l2reg, inner_tol=1e-30, inner_maxiter=iterations)
     if method == "unrolled":
         inner_solver_options = {**inner_solver_options, "implicit_diff": False}
-    loss, _ = distillation.make_outer_loss(config, labels, images.shape[1],
-                                           **inner_solver_options)
-    return measure_compiled(jax.grad(loss), images, train_images, train_labels, repeats=repeats)
+    objective = distillation.make_outer_objective(config, labels, images.shape[1],
+                                                  **inner_solver_options)
+    hypergradient = jax.grad(lambda *args: objective(*args)[0])
+    return measure_compiled(hypergradient, images, train_images, train_labels, repeats=repeats)

@@ -1,0 +1,139 @@
+"""What defines one distillation run: :class:`DistillConfig` and the named presets.
+
+Plain data, no JAX: the command line reads and checks a configuration, and
+:mod:`distill.io` stores it as JSON beside a distilled set, before anything
+heavy is imported. Which data to distill is not part of it: the caller passes
+the data to :func:`distill.distillation.distill`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from distill import checks
+
+#: Inner solvers (see :func:`distill.model.make_inner_solver`).
+INNER_SOLVERS = ("gradient_descent", "lbfgs")
+
+#: Solvers of the implicit-differentiation system: conjugate gradient on the
+#: inner Hessian (symmetric positive definite), or JAXopt's default, CG on the
+#: normal equations, which squares the condition number.
+LINEAR_SOLVERS = ("cg", "normal_cg")
+
+#: Outer optimizers (see :mod:`distill.outer`).
+OUTER_OPTIMIZERS = ("lbfgs", "gradient_descent", "adam")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """Everything that defines one distillation run, apart from the data.
+
+    The field defaults are the ``"fixed-l2reg"`` preset: the original problem
+    (``l2reg`` fixed at 0.1, hard labels) on the fast path that the chapter
+    "Fast distillation" builds. ``PRESETS`` names the others.
+
+    Attributes:
+      images_per_class: distilled images of each class.
+      steps: outer iterations at most.
+      seed: PRNG seed of the initial distilled images.
+      l2reg: the inner L2 strength (its starting value when learned).
+      inner_tol: the inner solver stops when its gradient norm is below this.
+      inner_maxiter: ... or after this many iterations (the hypergradient is
+        then not that of the true inner solution: ``distill`` warns).
+      inner_solver: ``"gradient_descent"`` or ``"lbfgs"``.
+      outer_tol: the run stops when the outer solver's error (L-BFGS: the
+        gradient norm; gradient descent: the step norm) is below this.
+      warm_start: start each inner solve from the previous outer step's
+        solution instead of ``ones``.
+      linear_solve: the solver of the implicit-differentiation system.
+      outer_optimizer: ``"lbfgs"``, ``"gradient_descent"`` or ``"adam"``.
+      learning_rate: Adam's step size (the other optimizers search a line).
+      learn_l2reg: learn ``log(l2reg)`` along with the images.
+      learn_labels: learn soft labels (the softmax of learned logits) along
+        with the images.
+    """
+
+    images_per_class: int = 1
+    steps: int = 50
+    seed: int = 0
+    l2reg: float = 0.1
+    inner_tol: float = 1e-6
+    inner_maxiter: int = 2000
+    inner_solver: str = "gradient_descent"
+    outer_tol: float = 1e-3
+    warm_start: bool = True
+    linear_solve: str = "cg"
+    outer_optimizer: str = "lbfgs"
+    learning_rate: float = 0.01
+    learn_l2reg: bool = False
+    learn_labels: bool = False
+
+    def __post_init__(self):
+        for name in ("images_per_class", "steps", "inner_maxiter"):
+            checks.positive_int(getattr(self, name), name)
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        for name in ("l2reg", "inner_tol", "outer_tol", "learning_rate"):
+            checks.positive_number(getattr(self, name), name)
+        for name in ("warm_start", "learn_l2reg", "learn_labels"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        for name, choices in (("inner_solver", INNER_SOLVERS),
+                              ("linear_solve", LINEAR_SOLVERS),
+                              ("outer_optimizer", OUTER_OPTIMIZERS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {list(choices)}, "
+                                 f"got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict:
+        """The fields as plain Python values (what :mod:`distill.io` stores as JSON)."""
+        return {field.name: _plain(getattr(self, field.name))
+                for field in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> "DistillConfig":
+        """The configuration ``fields`` describes; ``ValueError`` names an unknown field.
+
+        Fields missing from ``fields`` take their defaults, so that a file
+        written before a field existed still reads.
+        """
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ValueError(f"unknown configuration field(s) {', '.join(unknown)}")
+        return cls(**fields)
+
+
+def _plain(value):
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    return value
+
+
+#: Named configurations.
+#:
+#: - ``"seed"``: the original JAXopt notebook, exactly: inner gradient descent
+#:   from ones to tol 1e-3, JAXopt's default linear solver, outer gradient
+#:   descent, 50 steps.
+#: - ``"fixed-l2reg"``: the same problem (``l2reg`` fixed at 0.1, hard labels)
+#:   on the fast path of the chapter "Fast distillation"; the field defaults.
+#: - ``"learned-l2reg"``: the book's recommended setting and the command
+#:   line's default. It learns ``l2reg`` with the images (the chapter "Beyond
+#:   pixels"), solves the inner problem with L-BFGS, and runs the outer L-BFGS
+#:   until its gradient norm is below ``outer_tol`` or its line search finds no
+#:   lower loss, 300 steps at most. A warm start usually converges in a few
+#:   dozen inner iterations; the high ``inner_maxiter`` is for the rare solve
+#:   that needs more.
+PRESETS = {
+    "seed": DistillConfig(inner_tol=1e-3, inner_maxiter=500, warm_start=False,
+                          linear_solve="normal_cg", outer_optimizer="gradient_descent"),
+    "fixed-l2reg": DistillConfig(),
+    "learned-l2reg": DistillConfig(learn_l2reg=True, inner_solver="lbfgs",
+                                   inner_maxiter=10_000, steps=300),
+}

@@ -14,7 +14,22 @@ import numpy as np
 
 def images(value, name: str = "images", *, num_features: int | None = None,
            count: int | None = None) -> np.ndarray:
-    """A finite floating-point ``(n, num_features)`` array."""
+    """Check that ``value`` is a finite floating-point ``(n, num_features)`` array.
+
+    Args:
+      value: the images, anything ``np.asarray`` accepts (NumPy or JAX).
+      name: the argument's name, for the error messages.
+      num_features: the pixels each image must have; any number when None.
+      count: the number of images there must be; any number when None.
+
+    Returns:
+      ``np.asarray(value)``, unchanged (dtype included).
+
+    Raises:
+      ValueError: when the array is not 2-D, not floating point (with a hint
+        for uint8 pixels), has the wrong number of pixels or images, is empty,
+        or holds NaN or infinite values.
+    """
     array = np.asarray(value)
     if array.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (n, pixels), got shape {array.shape}")
@@ -37,8 +52,29 @@ def images(value, name: str = "images", *, num_features: int | None = None,
 
 def labels(value, name: str = "labels", *, num_classes: int, count: int | None = None,
            soft: bool = True, images_name: str = "images") -> np.ndarray:
-    """Integer classes ``(n,)`` in ``0..num_classes-1``, or (if ``soft``) rows of
-    ``(n, num_classes)`` probabilities. ``count``: the number of images they label."""
+    """Check that ``value`` is a valid set of labels, hard or soft.
+
+    Hard labels are integer classes ``(n,)`` in ``0..num_classes-1``; soft
+    labels (accepted when ``soft``) are ``(n, num_classes)`` floating-point
+    rows of probabilities: finite, non-negative, each summing to 1 (within
+    1e-3).
+
+    Args:
+      value: the labels, anything ``np.asarray`` accepts.
+      name: the argument's name, for the error messages.
+      num_classes: the number of classes (a positive integer).
+      count: the number of images they label; any number when None.
+      soft: accept ``(n, num_classes)`` soft labels too.
+      images_name: how the error message names those images.
+
+    Returns:
+      ``np.asarray(value)``, unchanged.
+
+    Raises:
+      ValueError: naming ``name`` for the wrong shape or dtype, a class out of
+        range, soft labels that are not probabilities, or a count that differs
+        from ``count``; naming ``num_classes`` when it is not a positive integer.
+    """
     num_classes = positive_int(num_classes, "num_classes")
     array = np.asarray(value)
     if array.ndim == 1:
@@ -68,7 +104,20 @@ def labels(value, name: str = "labels", *, num_classes: int, count: int | None =
 
 
 def positive_number(value, name: str) -> float:
-    """A positive finite number (an L2 strength, a tolerance, a learning rate)."""
+    """Check that ``value`` is a positive finite number (an L2 strength, a tolerance, a rate).
+
+    Args:
+      value: a Python, NumPy or JAX number, or a one-element array; not a
+        bool, a string or None.
+      name: the argument's name, for the error message.
+
+    Returns:
+      The number as a Python ``float``.
+
+    Raises:
+      ValueError: when ``value`` is not a number, holds more than one, or is
+        not positive and finite.
+    """
     try:
         if isinstance(value, (bool, str, bytes)) or value is None:
             raise TypeError
@@ -84,14 +133,40 @@ def positive_number(value, name: str) -> float:
 
 
 def positive_int(value, name: str) -> int:
+    """Check that ``value`` is a positive integer (Python or NumPy, not a bool).
+
+    Args:
+      value: the number to check.
+      name: the argument's name, for the error message.
+
+    Returns:
+      The number as a Python ``int``.
+
+    Raises:
+      ValueError: when ``value`` is not an integer or is below 1.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
 def images_per_class(num_images, num_classes: int = 10) -> int:
-    """How many images each class gets when ``num_images`` are shared among
-    ``num_classes``: they must divide evenly, or classes would be unequal."""
+    """How many images each class gets when ``num_images`` are shared among ``num_classes``.
+
+    They must divide evenly, or classes would be unequal.
+
+    Args:
+      num_images: the total number of images (a positive integer).
+      num_classes: the number of classes (a positive integer).
+
+    Returns:
+      ``num_images // num_classes``.
+
+    Raises:
+      ValueError: when either is not a positive integer, or when
+        ``num_classes`` does not divide ``num_images`` (the message suggests
+        the nearest multiples).
+    """
     num_images = positive_int(num_images, "the number of images")
     num_classes = positive_int(num_classes, "num_classes")
     if num_images % num_classes:

@@ -61,7 +61,13 @@ RAW_FILES = (
 
 @dataclasses.dataclass(frozen=True)
 class RawFile:
-    """An original distribution file: where it comes from and what it must be."""
+    """An original distribution file: where it comes from and what it must be.
+
+    Attributes:
+      url: where to download a fresh copy.
+      size: its size in bytes.
+      sha256: its sha256 digest, in hexadecimal.
+    """
 
     url: str
     size: int  # bytes
@@ -129,12 +135,21 @@ _CACHE_FORMAT = 1
 
 
 class DatasetUnavailableError(RuntimeError):
-    """Neither a download nor the offline files could provide the dataset."""
+    """Neither a download nor the offline files could provide the dataset.
+
+    The message says what went wrong and what to do: which offline files to
+    put where, which file to replace, or which prepared TFDS folder to delete.
+    """
 
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-    """One split: ``images`` (n, 784) float32 in [0, 1], ``labels`` (n,) int32."""
+    """One split of a dataset; ``len(split)`` is its number of examples.
+
+    Attributes:
+      images: (n, 784) float32 pixels in [0, 1].
+      labels: (n,) int32 classes.
+    """
 
     images: np.ndarray
     labels: np.ndarray
@@ -145,6 +160,15 @@ class Split:
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
+    """A dataset as :func:`load_dataset` returns it.
+
+    Attributes:
+      name: the TFDS name (``"mnist"`` or ``"fashion_mnist"``).
+      train: the training :class:`Split` (60,000 examples).
+      test: the test :class:`Split` (10,000 examples).
+      class_names: the name of each class, indexed by label.
+    """
+
     name: str
     train: Split
     test: Split
@@ -152,14 +176,27 @@ class Dataset:
 
     @property
     def num_classes(self) -> int:
+        """The number of classes: ``len(class_names)``."""
         return len(self.class_names)
 
     @property
     def num_features(self) -> int:
+        """The pixels per image: the width of ``train.images``."""
         return self.train.images.shape[1]
 
 
 def check_dataset_name(name: str) -> str:
+    """Check that ``name`` is a dataset this helper knows (a key of :data:`CLASS_NAMES`).
+
+    Args:
+      name: the dataset's name.
+
+    Returns:
+      ``name``, unchanged.
+
+    Raises:
+      ValueError: for an unknown name, listing the known ones.
+    """
     if name not in CLASS_NAMES:
         raise ValueError(
             f"unknown dataset {name!r}: expected one of {sorted(CLASS_NAMES)}"
@@ -168,7 +205,17 @@ def check_dataset_name(name: str) -> str:
 
 
 def to_flat_float(images: np.ndarray) -> np.ndarray:
-    """uint8 images of any trailing shape -> (n, pixels) float32 in [0, 1]."""
+    """uint8 images of any trailing shape -> (n, pixels) float32 in [0, 1].
+
+    Args:
+      images: (n, ...) uint8 pixel values, e.g. (n, 28, 28) or (n, 28, 28, 1).
+
+    Returns:
+      (n, pixels) float32 array: the pixels divided by 255.
+
+    Raises:
+      TypeError: when the dtype is not uint8.
+    """
     images = np.asarray(images)
     if images.dtype != np.uint8:
         raise TypeError(f"expected uint8 pixel values, got dtype {images.dtype}")
@@ -176,12 +223,24 @@ def to_flat_float(images: np.ndarray) -> np.ndarray:
 
 
 def manual_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path | None:
-    """The folder holding the offline files of ``name``, or None if none is set.
+    """The folder holding the offline files of ``name``, checked, or None if none is set.
 
-    ``data_dir`` defaults to the ``DISTILL_DATA_DIR`` environment variable.
-    Raises :class:`DatasetUnavailableError` when the folder is set but does not
-    hold the four original files, or when one of them is not the original
-    (wrong size or sha256: a truncated or damaged download).
+    Each file is checked against its known size and sha256
+    (:data:`RAW_FILE_CHECKSUMS`); a file is hashed once per process.
+
+    Args:
+      name: the dataset's name.
+      data_dir: the folder with one subfolder per dataset; defaults to the
+        ``DISTILL_DATA_DIR`` environment variable (unset or empty: None).
+
+    Returns:
+      ``data_dir / name``, or None when no folder is set.
+
+    Raises:
+      ValueError: for an unknown dataset name.
+      DatasetUnavailableError: when the folder is set but does not hold the
+        four original files, or when one of them is not the original (wrong
+        size or sha256: a truncated or damaged download).
     """
     check_dataset_name(name)
     if data_dir is None:
@@ -232,6 +291,14 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
 
 
 def offline_instructions(name: str) -> str:
+    """What to do to use ``name`` offline: which files to put where.
+
+    Args:
+      name: the dataset's name.
+
+    Returns:
+      A few lines of text, for error messages.
+    """
     files = "\n".join(f"    {f}" for f in RAW_FILES)
     return (
         f"To use {name!r} without network access, put its four original files\n"
@@ -242,6 +309,11 @@ def offline_instructions(name: str) -> str:
 
 
 def cache_dir() -> Path:
+    """The folder of the array cache: ``DISTILL_CACHE_DIR``, or else ``~/.cache/distill``.
+
+    Returns:
+      The folder's path (it may not exist yet).
+    """
     return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "distill")
 
 
@@ -298,8 +370,20 @@ def tfds_offline_kwargs(name: str, data_dir: str | os.PathLike | None,
                         extract_dir: str | os.PathLike) -> dict:
     """Extra ``tfds.load`` arguments that prepare ``name`` from the offline files.
 
-    Empty when no offline folder is set (TFDS then downloads as usual).
-    ``extract_dir`` must be a fresh folder for each preparation.
+    Args:
+      name: the dataset's name.
+      data_dir: the offline folder, as :func:`manual_dir` takes it (None:
+        ``DISTILL_DATA_DIR``).
+      extract_dir: where TFDS unpacks the files; a fresh folder for each
+        preparation (MNIST and Fashion-MNIST files have the same names).
+
+    Returns:
+      ``{"download_and_prepare_kwargs": ...}`` pointing TFDS's manual
+      directory at the checked offline folder; empty when no offline folder is
+      set (TFDS then downloads as usual).
+
+    Raises:
+      ValueError, DatasetUnavailableError: as :func:`manual_dir`.
     """
     folder = manual_dir(name, data_dir)
     if folder is None:
@@ -319,9 +403,19 @@ def tfds_offline_kwargs(name: str, data_dir: str | os.PathLike | None,
 def tfds_prepared_dir(name: str, tfds_data_dir: str | os.PathLike | None = None) -> Path:
     """The folder where TFDS keeps its prepared copy of ``name``.
 
-    ``tfds_data_dir`` defaults, as in TFDS, to ``TFDS_DATA_DIR`` or else
-    ``~/tensorflow_datasets``. Deleting the folder makes TFDS prepare the
-    dataset afresh.
+    Deleting the folder makes TFDS prepare the dataset afresh.
+
+    Args:
+      name: the dataset's name.
+      tfds_data_dir: TFDS's data folder; defaults, as in TFDS, to
+        ``TFDS_DATA_DIR`` or else ``~/tensorflow_datasets``.
+
+    Returns:
+      The folder TFDS's builder reports, or ``tfds_data_dir / name`` when the
+      builder fails (a damaged folder can break it).
+
+    Raises:
+      ValueError: for an unknown dataset name.
     """
     check_dataset_name(name)
     try:
@@ -390,11 +484,23 @@ def load_dataset(
 ) -> Dataset:
     """Load ``name`` ("mnist" or "fashion_mnist") as flat float arrays.
 
+    The module docstring says where the data come from (array cache, TFDS
+    download, offline files) and how each source is checked.
+
     Args:
       name: the TFDS dataset name.
       data_dir: folder with the offline files (one subfolder per dataset);
         defaults to the ``DISTILL_DATA_DIR`` environment variable.
       use_cache: read and write the array cache in ``DISTILL_CACHE_DIR``.
+
+    Returns:
+      A :class:`Dataset`: train (60,000) and test (10,000) splits of (n, 784)
+      float32 images in [0, 1] and (n,) int32 labels, and the class names.
+
+    Raises:
+      ValueError: for an unknown dataset name.
+      DatasetUnavailableError: when neither TFDS nor the offline files give
+        a complete, intact dataset; the message says what to do.
     """
     check_dataset_name(name)
     path = _cache_path(name)

@@ -15,6 +15,21 @@ def test_accuracy(train_images, train_labels, l2reg: float, test: Split, **fit_o
     The model is trained to high precision with L-BFGS, independently of the
     solver used during distillation, so the number measures the training set,
     not the optimizer.
+
+    Args:
+      train_images: (k, num_features) floating-point images.
+      train_labels: (k,) integer classes or (k, num_classes) soft labels.
+      l2reg: positive L2 strength to train with.
+      test: the real test :class:`~distill.data.Split`.
+      **fit_options: passed to :func:`distill.model.fit_logistic_regression`
+        (``num_classes``, ``tol``, ``maxiter``, ``init_params``).
+
+    Returns:
+      The test accuracy in [0, 1], a Python float.
+
+    Raises:
+      ValueError, RuntimeError: as :func:`distill.model.fit_logistic_regression`
+        (bad input; no convergence).
     """
     W, _ = model.fit_logistic_regression(train_images, train_labels, l2reg, **fit_options)
     return model.accuracy(W, test.images, test.labels)
@@ -26,6 +41,16 @@ class FollowTestAccuracy:
     After the initial images and every outer step, ``distill`` passes the
     inner solution ``W*``; this records its test accuracy on ``test`` in
     ``accuracies`` and its norm ``||W*||`` in ``weight_norms``.
+
+    Args:
+      test: the real test :class:`~distill.data.Split` (moved to the device
+        once).
+
+    Attributes:
+      test_images: (n, num_features) test images, a JAX array.
+      test_labels: (n,) test labels, a JAX array.
+      accuracies: one test accuracy per call, in [0, 1].
+      weight_norms: one Frobenius norm ``||W*||`` per call.
     """
 
     def __init__(self, test: Split):
@@ -43,7 +68,20 @@ class FollowTestAccuracy:
 def random_real_subset(split: Split, images_per_class: int, seed: int, num_classes: int = 10):
     """``images_per_class`` real images of each class, drawn without replacement.
 
-    Returns ``(images, labels)`` ordered by class, like a distilled set.
+    Args:
+      split: the :class:`~distill.data.Split` to draw from.
+      images_per_class: images of each class, at least 1.
+      seed: seed of NumPy's generator; the same seed draws the same images.
+      num_classes: the classes ``0..num_classes-1`` to draw.
+
+    Returns:
+      ``(images, labels)`` ordered by class, like a distilled set:
+      (num_classes * images_per_class, num_features) images and the matching
+      (num_classes * images_per_class,) labels.
+
+    Raises:
+      ValueError: when ``images_per_class`` is below 1, or a class has fewer
+        images than that.
     """
     if images_per_class < 1:
         raise ValueError(f"images_per_class must be at least 1, got {images_per_class}")
@@ -65,6 +103,23 @@ def random_subset_accuracies(train: Split, test: Split, images_per_class: int, l
 
     Cached on disk (see :mod:`distill.cache`): the chapters that compare
     against these baselines compute them once between them.
+
+    Args:
+      train: the :class:`~distill.data.Split` the subsets are drawn from.
+      test: the :class:`~distill.data.Split` to measure accuracy on.
+      images_per_class: images of each class in each subset.
+      l2reg: positive L2 strength to train with.
+      seeds: an iterable of integer seeds, one subset each
+        (:func:`random_real_subset`).
+      num_classes: number of classes.
+      use_cache: read and write the on-disk cache.
+
+    Returns:
+      (len(seeds),) test accuracies in [0, 1], in the order of ``seeds``.
+
+    Raises:
+      ValueError, RuntimeError: as :func:`random_real_subset` and
+        :func:`test_accuracy`.
     """
     seeds = [int(seed) for seed in seeds]
 
@@ -88,6 +143,20 @@ def all_data_model(train: Split, l2reg: float = 1e-4, *, tol: float = 1e-4,
 
     About 16 s on two CPU cores for MNIST, so it is cached on disk (see
     :mod:`distill.cache`) and computed once for all chapters.
+
+    Args:
+      train: the full training :class:`~distill.data.Split`.
+      l2reg: positive L2 strength to train with.
+      tol: the gradient norm the solution must reach.
+      maxiter: L-BFGS iterations at most.
+      use_cache: read and write the on-disk cache.
+
+    Returns:
+      The (num_features, num_classes) weights ``W``, a NumPy array.
+
+    Raises:
+      RuntimeError: when L-BFGS does not reach ``tol`` in ``maxiter``
+        iterations (:func:`distill.model.fit_logistic_regression`).
     """
     def compute():
         W, _ = model.fit_logistic_regression(train.images, train.labels, l2reg, tol=tol,
@@ -104,6 +173,21 @@ def exact_outer_loss(images, labels, l2reg: float, train: Split, *, tol: float =
 
     Independent of the solver a run used, so that runs of different solvers
     are compared on the same footing.
+
+    Args:
+      images: (k, num_features) distilled images.
+      labels: (k,) integer classes or (k, num_classes) soft labels.
+      l2reg: positive L2 strength of the inner problem.
+      train: the real training :class:`~distill.data.Split` the loss is
+        measured on.
+      tol: the inner gradient norm to reach.
+
+    Returns:
+      The unregularized mean cross-entropy on ``train`` of the model trained
+      on the distilled set, a Python float.
+
+    Raises:
+      ValueError, RuntimeError: as :func:`distill.model.fit_logistic_regression`.
     """
     W, _ = model.fit_logistic_regression(images, labels, l2reg, tol=tol)
     return float(model.data_loss(W, train.images, train.labels))
@@ -113,6 +197,15 @@ def mean_and_spread(values) -> str:
     """``"88.1% ± 0.4%"``: the mean and the sample standard deviation of accuracies.
 
     A spread under 0.05 points gets a second decimal, so that it never reads 0.0%.
+
+    Args:
+      values: a non-empty 1-D sequence of accuracies in [0, 1].
+
+    Returns:
+      The formatted string; a single value is shown alone, without a spread.
+
+    Raises:
+      ValueError: when ``values`` is empty or not 1-D.
     """
     values = np.asarray(values, dtype=float)
     if values.ndim != 1 or len(values) == 0:
@@ -125,7 +218,21 @@ def mean_and_spread(values) -> str:
 
 
 def confusion_matrix(true_labels, predicted_labels, num_classes: int = 10) -> np.ndarray:
-    """``counts[i, j]``: how many images of class ``i`` were predicted as class ``j``."""
+    """``counts[i, j]``: how many images of class ``i`` were predicted as class ``j``.
+
+    Args:
+      true_labels: (n,) integer classes.
+      predicted_labels: (n,) integer classes.
+      num_classes: number of classes.
+
+    Returns:
+      (num_classes, num_classes) int64 counts; row ``i`` sums to the number
+      of images of class ``i``.
+
+    Raises:
+      ValueError: when the labels are not 1-D of the same length, or lie
+        outside ``0..num_classes-1``.
+    """
     true_labels = np.asarray(true_labels)
     predicted_labels = np.asarray(predicted_labels)
     if true_labels.shape != predicted_labels.shape or true_labels.ndim != 1:

@@ -32,14 +32,38 @@ inner_objective = jaxopt.objective.l2_multiclass_logreg
 
 
 def softlabel_objective(W, l2reg, data):
-    """The same objective for soft targets ``Y`` of shape (k, num_classes)."""
+    """The inner objective for soft targets: mean cross-entropy plus the L2 penalty.
+
+    ``-mean_i sum_c Y_ic log softmax(X_i @ W)_c + l2reg / 2 * ||W||^2``, which
+    equals :data:`inner_objective` when the rows of ``Y`` are one-hot.
+
+    Args:
+      W: (num_features, num_classes) weights.
+      l2reg: scalar L2 strength.
+      data: ``(images, targets)``: (k, num_features) images and
+        (k, num_classes) target probabilities.
+
+    Returns:
+      The scalar loss.
+    """
     images, targets = data
     log_probs = jax.nn.log_softmax(images @ W)
     return -jnp.mean(jnp.sum(targets * log_probs, axis=1)) + 0.5 * l2reg * jnp.sum(W**2)
 
 
 def logistic_objective(W, l2reg, data):
-    """Dispatch on the labels: integer classes or (k, num_classes) soft targets."""
+    """The inner objective for hard or soft labels, chosen by the labels' shape.
+
+    Args:
+      W: (num_features, num_classes) weights.
+      l2reg: scalar L2 strength.
+      data: ``(images, labels)``: (k, num_features) images, and (k,) integer
+        classes or (k, num_classes) soft targets.
+
+    Returns:
+      The scalar loss: :func:`softlabel_objective` for 2-D labels,
+      :data:`inner_objective` otherwise.
+    """
     _, labels = data
     if jnp.ndim(labels) == 2:
         return softlabel_objective(W, l2reg, data)
@@ -55,6 +79,13 @@ def scores(images, W):
     as ``g.T @ images``, its transpose, and it is the largest computation of
     every outer step, so this backward pass computes the latter and transposes
     the small result. The values are the same.
+
+    Args:
+      images: (n, num_features) images.
+      W: (num_features, num_classes) weights.
+
+    Returns:
+      (n, num_classes) class scores (logits).
     """
     return images @ W
 
@@ -77,6 +108,15 @@ def data_loss(W, images, labels):
 
     The same as ``logistic_objective(W, 0.0, (images, labels))``, computed
     through :func:`scores` for a faster gradient on large data.
+
+    Args:
+      W: (num_features, num_classes) weights.
+      images: (n, num_features) images.
+      labels: (n,) integer classes or (n, num_classes) soft targets.
+
+    Returns:
+      The scalar loss (a JAX array; the outer loss when ``W`` is the inner
+      solution and the data are the real training set).
     """
     logits = scores(images, W)
     log_probs = jax.nn.log_softmax(logits)
@@ -91,6 +131,17 @@ def hessian_vector_product(W, l2reg, data, objective=inner_objective):
     Computed without forming ``H``: the forward-mode derivative of the
     gradient along ``v`` (the chapter "Implicit differentiation" derives it).
     Implicit differentiation solves ``H v = b`` with such products.
+
+    Args:
+      W: (num_features, num_classes) point where the Hessian is taken.
+      l2reg: scalar L2 strength.
+      data: ``(images, labels)`` as ``objective`` takes them.
+      objective: ``objective(W, l2reg, data) -> loss``; by default
+        :data:`inner_objective` (integer labels).
+
+    Returns:
+      ``product(v)``: maps a direction ``v`` of ``W``'s shape to ``H v``, of
+      the same shape.
     """
     def gradient(W):
         return jax.grad(objective)(W, l2reg, data)
@@ -102,7 +153,15 @@ def hessian_vector_product(W, l2reg, data, objective=inner_objective):
 
 
 def init_inner_params(num_features: int = 784, num_classes: int = 10) -> jax.Array:
-    """The original notebook's starting point for the inner solver: all ones."""
+    """The original notebook's starting point for the inner solver: all ones.
+
+    Args:
+      num_features: pixels per image.
+      num_classes: number of classes.
+
+    Returns:
+      (num_features, num_classes) float32 array of ones.
+    """
     return jnp.ones((num_features, num_classes))
 
 
@@ -125,6 +184,23 @@ def make_inner_solver(tol: float = 1e-3, maxiter: int = 500, *, objective=inner_
     when ``l2reg`` is learned. Its line search is backtracking: JAXopt's
     default (zoom) stalls in float32 just above a gradient norm of 1e-6 on
     such problems, and the solver then runs to ``maxiter``.
+
+    Args:
+      tol: stop when the gradient norm falls below this.
+      maxiter: ... or after this many iterations.
+      objective: ``objective(W, l2reg, data) -> loss``; by default
+        :data:`inner_objective` (integer labels).
+      method: ``"gradient_descent"`` or ``"lbfgs"``.
+      **options: passed to the JAXopt solver, e.g. ``implicit_diff=False``
+        (differentiate by unrolling) or ``implicit_diff_solve`` (the linear
+        solver of implicit differentiation).
+
+    Returns:
+      A ``jaxopt.GradientDescent`` or ``jaxopt.LBFGS``; call it as
+      ``solver.run(init_params, l2reg, (images, labels))``.
+
+    Raises:
+      ValueError: when ``method`` is not one of :data:`INNER_SOLVERS`.
     """
     if method not in INNER_SOLVERS:
         raise ValueError(f"method must be one of {list(INNER_SOLVERS)}, got {method!r}")
@@ -147,12 +223,29 @@ def fit_logistic_regression(images, labels, l2reg: float, *, num_classes: int = 
                             tol: float = 1e-5, maxiter: int = 2000, init_params=None):
     """Train the model to high precision, for evaluation (not differentiated).
 
-    L-BFGS from zeros, independent of the inner solver used in distillation.
-    Returns ``(W, gradient_norm)``; raises ``RuntimeError`` if the solver
-    stops at ``maxiter`` with a gradient norm above ``tol``, and
-    ``ValueError`` naming the argument for images that are not a finite float
-    (n, pixels) array, labels out of range or not one per image, or an
-    ``l2reg`` that is not a positive finite number.
+    L-BFGS (JAXopt's, compiled once per shape and ``(tol, maxiter)``) from
+    zeros, independent of the inner solver used in distillation.
+
+    Args:
+      images: (n, num_features) finite floating-point images.
+      labels: (n,) integer classes, or (n, num_classes) soft labels (which
+        then set the number of classes).
+      l2reg: positive finite L2 strength.
+      num_classes: number of classes, for integer labels.
+      tol: the gradient norm the solution must reach.
+      maxiter: iterations at most.
+      init_params: (num_features, num_classes) starting point; zeros when None.
+
+    Returns:
+      ``(W, gradient_norm)``: the (num_features, num_classes) weights (a JAX
+      array) and the norm of the objective's gradient there (a float).
+
+    Raises:
+      ValueError: naming the argument for images that are not a finite float
+        (n, pixels) array, labels out of range or not one per image, or an
+        ``l2reg`` that is not a positive finite number.
+      RuntimeError: when the solver stops at ``maxiter`` with a gradient norm
+        above ``tol``.
     """
     if np.ndim(labels) == 2:
         num_classes = np.shape(labels)[1]
@@ -172,9 +265,27 @@ def fit_logistic_regression(images, labels, l2reg: float, *, num_classes: int = 
 
 
 def predict(W, images) -> jax.Array:
+    """The predicted classes: the largest score of ``images @ W``.
+
+    Args:
+      W: (num_features, num_classes) weights.
+      images: (n, num_features) images.
+
+    Returns:
+      (n,) integer classes.
+    """
     return jnp.argmax(jnp.asarray(images) @ W, axis=1)
 
 
 def accuracy(W, images, labels) -> float:
-    """Fraction of ``images`` whose predicted class equals ``labels``."""
+    """Fraction of ``images`` whose predicted class equals ``labels``.
+
+    Args:
+      W: (num_features, num_classes) weights.
+      images: (n, num_features) images.
+      labels: (n,) integer classes.
+
+    Returns:
+      The accuracy in [0, 1], a Python float.
+    """
     return float(jnp.mean(predict(W, images) == jnp.asarray(labels)))

@@ -41,8 +41,28 @@ def _image_grid(images, labels, class_names, *, ncols: int, scale: float, title:
 
 def plot_distilled_images(images, labels=None, class_names=None, *, ncols: int = 5,
                           title: str = "Distilled images", scale: float = 1.8):
-    """The original notebook's figure: each image divided by its largest
-    absolute value, shown with ``gray_r`` from -1 (white) to 1 (black)."""
+    """Distilled images as the original notebook shows them, one panel each.
+
+    Each image is divided by its largest absolute value and shown with
+    ``gray_r`` from -1 (white) to 1 (black): distilled pixels leave [0, 1].
+
+    Args:
+      images: (k, 784) finite floating-point images.
+      labels: (k,) integer classes, or (k, num_classes) soft labels (each
+        panel is then titled with the most likely class); no titles when None.
+      class_names: the name of each class, for the titles; the class number
+        when None.
+      ncols: panels per row.
+      title: the figure's title (None or empty: none).
+      scale: inches per panel.
+
+    Returns:
+      The matplotlib ``Figure``.
+
+    Raises:
+      ValueError: for images that are not a finite float (k, 784) array, a
+        non-positive ``ncols``, or labels out of range or not one per image.
+    """
 
     def draw(ax, image):
         peak = np.abs(image).max()
@@ -54,7 +74,24 @@ def plot_distilled_images(images, labels=None, class_names=None, *, ncols: int =
 
 def plot_real_images(images, labels=None, class_names=None, *, ncols: int = 10,
                      title: str | None = None, scale: float = 1.2):
-    """Real images as they are: pixel values 0 (white) to 1 (black)."""
+    """Real images as they are, one panel each: pixel values 0 (white) to 1 (black).
+
+    Args:
+      images: (n, 784) finite floating-point images in [0, 1].
+      labels: (n,) integer classes, or (n, num_classes) soft labels; no
+        titles when None.
+      class_names: the name of each class, for the titles; the class number
+        when None.
+      ncols: panels per row.
+      title: the figure's title, or None.
+      scale: inches per panel.
+
+    Returns:
+      The matplotlib ``Figure``.
+
+    Raises:
+      ValueError: as :func:`plot_distilled_images`.
+    """
 
     def draw(ax, image):
         ax.imshow(image, cmap="gray_r", vmin=0, vmax=1)
@@ -65,7 +102,20 @@ def plot_real_images(images, labels=None, class_names=None, *, ncols: int = 10,
 
 def plot_curve(values, *, xlabel: str, ylabel: str, title: str | None = None,
                logy: bool = False, ax=None, **line_options):
-    """A single curve (loss or gradient norm against iterations)."""
+    """A single curve (loss or gradient norm against iterations).
+
+    Args:
+      values: (n,) values, plotted against ``0..n-1``.
+      xlabel: the x axis label.
+      ylabel: the y axis label.
+      title: the axes' title, or None.
+      logy: use a logarithmic y axis.
+      ax: the matplotlib ``Axes`` to draw on; a new figure when None.
+      **line_options: passed to ``ax.plot`` (e.g. ``label``, ``color``).
+
+    Returns:
+      The ``Axes`` drawn on.
+    """
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(np.arange(len(values)), values, **line_options)
@@ -80,7 +130,25 @@ def plot_curve(values, *, xlabel: str, ylabel: str, title: str | None = None,
 
 
 def plot_confusion_matrix(counts, class_names=None, *, title: str | None = None, ax=None):
-    """Rows: true class; columns: predicted class; each row normalized to sum to 1."""
+    """A confusion matrix as a heat map, each row normalized to sum to 1 (100%).
+
+    Rows: true class; columns: predicted class. Each cell of at least 0.5%
+    is labeled with its percentage.
+
+    Args:
+      counts: (num_classes, num_classes) counts, as
+        :func:`distill.evaluate.confusion_matrix` returns them.
+      class_names: the name of each class, for the ticks; class numbers when
+        None.
+      title: the axes' title, or None.
+      ax: the matplotlib ``Axes`` to draw on; a new figure when None.
+
+    Returns:
+      The ``Axes`` drawn on.
+
+    Raises:
+      ValueError: when ``counts`` is not a square 2-D array.
+    """
     counts = np.asarray(counts)
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
         raise ValueError(f"a confusion matrix must be square, got shape {counts.shape}")

@@ -11,11 +11,20 @@ import jax
 
 @dataclasses.dataclass(frozen=True)
 class CompiledCost:
-    compile_seconds: float   # tracing, lowering and XLA compilation
-    run_seconds: float       # median wall time of one call, after a warm-up call
-    temp_bytes: int          # working memory XLA allocates for one call (arguments
-                             # and outputs excluded), from its memory analysis
-    output: object           # what the function returned
+    """What one compiled function costs, as :func:`measure_compiled` measures it.
+
+    Attributes:
+      compile_seconds: tracing, lowering and XLA compilation (wall time).
+      run_seconds: median wall time of one call, after a warm-up call.
+      temp_bytes: working memory XLA allocates for one call (arguments and
+        outputs excluded), from its memory analysis.
+      output: what the function returned.
+    """
+
+    compile_seconds: float
+    run_seconds: float
+    temp_bytes: int
+    output: object
 
 
 def measure_compiled(fun, *args, repeats: int = 5) -> CompiledCost:
@@ -25,6 +34,18 @@ def measure_compiled(fun, *args, repeats: int = 5) -> CompiledCost:
     needs while it runs (``compiled.memory_analysis().temp_size_in_bytes``):
     the peak memory of the computation beyond its inputs and outputs,
     deterministic, and the same on a busy machine as on an idle one.
+
+    Args:
+      fun: the function to compile; JAX-traceable in all of ``args``.
+      *args: its arguments (arrays or pytrees of arrays).
+      repeats: timed calls, after one untimed warm-up call.
+
+    Returns:
+      A :class:`CompiledCost`; its ``output`` is the warm-up call's result.
+
+    Raises:
+      ValueError: when ``repeats`` is below 1.
+      RuntimeError: when the backend gives no memory analysis.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
@@ -52,8 +73,30 @@ def hypergradient_cost(images, labels, train_images, train_labels, *, iterations
     ``method`` is ``"implicit"`` (implicit differentiation: one linear solve at
     the inner solution) or ``"unrolled"`` (backpropagation through every inner
     iteration). The inner tolerance is set to 1e-30, which no solve reaches,
-    so that the inner solver runs all its iterations. Extra options go to the
-    inner solver (e.g. ``implicit_diff_solve``).
+    so that the inner solver runs all its iterations. The rest of the
+    configuration is :class:`~distill.config.DistillConfig`'s defaults.
+
+    Args:
+      images: (k, num_features) distilled images, where the hypergradient is
+        taken.
+      labels: (k,) integer classes of the distilled images.
+      train_images: (n, num_features) real training images.
+      train_labels: (n,) their integer classes.
+      iterations: inner iterations, all of them run.
+      method: ``"implicit"`` or ``"unrolled"``.
+      l2reg: the inner L2 strength.
+      repeats: timed calls (:func:`measure_compiled`).
+      **inner_solver_options: passed to the inner solver
+        (:func:`distill.model.make_inner_solver`), e.g. ``implicit_diff_solve``.
+
+    Returns:
+      The :class:`CompiledCost` of ``jax.grad`` of the outer loss; its
+      ``output`` is the (k, num_features) hypergradient.
+
+    Raises:
+      ValueError: for another ``method``, or a configuration
+        :class:`~distill.config.DistillConfig` refuses (e.g. ``iterations``
+        not a positive integer).
     """
     from distill import distillation  # a layer above this module's others
 

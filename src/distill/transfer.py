@@ -21,7 +21,22 @@ from distill.data import Split
 
 
 def init_mlp(key, num_features: int = 784, hidden: int = 128, num_classes: int = 10) -> dict:
-    """He-initialized weights of ``x -> relu(x @ W1 + b1) @ W2 + b2``."""
+    """He-initialized weights of ``x -> relu(x @ W1 + b1) @ W2 + b2``.
+
+    Args:
+      key: a JAX PRNG key.
+      num_features: pixels per image.
+      hidden: width of the hidden layer.
+      num_classes: number of classes.
+
+    Returns:
+      ``{"W1": (num_features, hidden), "b1": (hidden,), "W2": (hidden,
+      num_classes), "b2": (num_classes,)}``; the weights are normal with
+      variance ``2 / fan_in``, the biases zero.
+
+    Raises:
+      ValueError: when ``hidden`` is below 1.
+    """
     if hidden < 1:
         raise ValueError(f"hidden must be a positive integer, got {hidden}")
     key1, key2 = jax.random.split(key)
@@ -34,6 +49,15 @@ def init_mlp(key, num_features: int = 784, hidden: int = 128, num_classes: int =
 
 
 def mlp_logits(params: dict, images) -> jax.Array:
+    """The MLP's class scores ``relu(images @ W1 + b1) @ W2 + b2``.
+
+    Args:
+      params: the weights, as :func:`init_mlp` lays them out.
+      images: (n, num_features) images.
+
+    Returns:
+      (n, num_classes) logits.
+    """
     hidden = jax.nn.relu(images @ params["W1"] + params["b1"])
     return hidden @ params["W2"] + params["b2"]
 
@@ -71,12 +95,32 @@ def _train(key, images, targets, *, steps, batch_size, hidden, learning_rate, we
 def train_mlp(images, labels, *, num_classes: int = 10, hidden: int = 128, steps: int = 500,
               batch_size: int | None = None, learning_rate: float = 1e-3,
               weight_decay: float = 1e-4, seed: int = 0):
-    """Train the MLP on ``(images, labels)``; returns ``(params, training losses)``.
+    """Train the MLP on ``(images, labels)`` with AdamW, from a fresh initialization.
 
-    ``labels`` are integer classes or ``(n, num_classes)`` soft labels.
-    ``batch_size=None`` uses every image at every step (right for a small
-    distilled set); a batch size draws a fresh random batch at each step.
-    Raises ``FloatingPointError`` if the training loss becomes NaN.
+    The whole loop is one compiled ``jax.lax.scan``, compiled once per shape
+    and setting.
+
+    Args:
+      images: (n, num_features) images (cast to float32).
+      labels: (n,) integer classes or ``(n, num_classes)`` soft labels.
+      num_classes: number of classes, for integer labels.
+      hidden: width of the hidden layer.
+      steps: AdamW steps.
+      batch_size: None uses every image at every step (right for a small
+        distilled set); a batch size draws a fresh random batch, with
+        replacement, at each step (capped at ``n``).
+      learning_rate: AdamW's step size.
+      weight_decay: AdamW's weight decay.
+      seed: seeds the initialization and the batches.
+
+    Returns:
+      ``(params, losses)``: the trained weights (as :func:`init_mlp`) and the
+      (steps,) training losses, one per step (NumPy, float32).
+
+    Raises:
+      ValueError: when ``images`` is not 2-D, ``labels`` is neither 1-D nor
+        2-D or has another count, or ``steps`` is below 1.
+      FloatingPointError: if the training loss becomes NaN or infinite.
     """
     images = jnp.asarray(images, jnp.float32)
     labels = jnp.asarray(labels)
@@ -105,6 +149,16 @@ def train_mlp(images, labels, *, num_classes: int = 10, hidden: int = 128, steps
 
 
 def mlp_accuracy(params: dict, images, labels) -> float:
+    """Fraction of ``images`` whose predicted class (largest logit) equals ``labels``.
+
+    Args:
+      params: the MLP's weights.
+      images: (n, num_features) images.
+      labels: (n,) integer classes.
+
+    Returns:
+      The accuracy in [0, 1], a Python float.
+    """
     predicted = jnp.argmax(mlp_logits(params, jnp.asarray(images)), axis=1)
     return float(jnp.mean(predicted == jnp.asarray(labels)))
 
@@ -116,6 +170,21 @@ def mlp_test_accuracies(images, labels, test: Split, seeds, *, use_cache: bool =
     The seed sets the MLP's initialization (and its batches). Cached on disk
     like the other baselines (see :mod:`distill.cache`), since training on a
     full dataset takes a while.
+
+    Args:
+      images: (n, num_features) training images.
+      labels: (n,) integer classes or (n, num_classes) soft labels.
+      test: the real test :class:`~distill.data.Split`.
+      seeds: an iterable of integer seeds, one trained MLP each.
+      use_cache: read and write the on-disk cache.
+      **options: passed to :func:`train_mlp` (``hidden``, ``steps``,
+        ``batch_size``, ...); part of the cache key.
+
+    Returns:
+      (len(seeds),) test accuracies in [0, 1], in the order of ``seeds``.
+
+    Raises:
+      ValueError, FloatingPointError: as :func:`train_mlp`.
     """
     seeds = [int(seed) for seed in seeds]
 

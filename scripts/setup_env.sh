@@ -4,17 +4,18 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PYTHON="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-    echo "== creating .venv with $("$PYTHON" --version)"
-    "$PYTHON" -m venv .venv
+if [ "${DISTILL_ENV_READY:-}" != "$ROOT" ]; then  # not yet in this run (test.sh calls build_book.sh)
+    if [ ! -x .venv/bin/python ]; then
+        echo "== creating .venv with $("$PYTHON" --version)"
+        "$PYTHON" -m venv .venv
+    fi
+    echo "== installing requirements.txt and the helper package into .venv"
+    # pip's own exit status decides (pipefail); the filter only hides notices
+    # about package indexes that this machine's pip configuration names.
+    .venv/bin/python -m pip install --quiet -r requirements.txt -e . 2>&1 \
+        | { grep -v "is ignored" || true; }
+    export DISTILL_ENV_READY="$ROOT"
 fi
-# pip's own exit status decides (pipefail); the filter only hides notices
-# about package indexes that this machine's pip configuration names.
-pip_install() {
-    .venv/bin/python -m pip install --quiet "$@" 2>&1 | { grep -v "is ignored" || true; }
-}
-echo "== installing requirements.txt and the helper package into .venv"
-pip_install -r requirements.txt -e .
 export PATH="$ROOT/.venv/bin:$PATH"
 # Offline: the original dataset files, if this checkout has them beside it.
 if [ -z "${DISTILL_DATA_DIR:-}" ] && [ -d "$ROOT/../shared/data/mnist" ]; then

@@ -11,7 +11,15 @@ phase_done() {
     timings+=("$(printf '%-34s %5d s' "$1" $((SECONDS - phase_start)))")
     phase_start=$SECONDS
 }
+phase() {  # phase NAME COMMAND...: run it and note how long it took, even if it fails
+    local name=$1 status=0
+    shift
+    "$@" || status=$?
+    phase_done "$name"
+    return $status
+}
 colab_pid=""
+COLAB_WORK=""
 finish() {
     local status=$?
     if [ -n "$colab_pid" ] && kill -0 "$colab_pid" 2>/dev/null; then
@@ -21,6 +29,9 @@ finish() {
         echo "== timings (exit status $status)"
         printf '   %s\n' "${timings[@]}"
         printf '   %-34s %5d s\n' "total" $((SECONDS - t0))
+    fi
+    if [ "$status" -ne 0 ] && [ -n "$COLAB_WORK" ] && [ -d "$COLAB_WORK" ]; then
+        echo "== the Colab stand-in is kept for a look: $COLAB_WORK (the next run replaces it)"
     fi
 }
 trap finish EXIT
@@ -54,9 +65,8 @@ colab_pid=$!
 
 # The rendered book is what the browser test reads: build it first, exactly
 # as the README's book command does (warnings are errors).
-bash "$ROOT/scripts/build_book.sh"
+phase "book build (execution 1)" bash "$ROOT/scripts/build_book.sh"
 export DISTILL_BOOK_HTML="$ROOT/_build/html"
-phase_done "book build (execution 1)"
 
 if ! wait "$colab_pid"; then
     colab_pid=""
@@ -70,10 +80,10 @@ phase_done "waiting for the Colab stand-in"
 
 mapfile -t notebooks <_build/colab-notebooks.txt
 echo "== pytest: tests/ and ${#notebooks[@]} chapters as Colab runs them"
-JUPYTER_PATH="$COLAB_WORK/jupyter/share/jupyter" python -m pytest tests "${notebooks[@]}" \
+phase "pytest (execution 2)" env JUPYTER_PATH="$COLAB_WORK/jupyter/share/jupyter" \
+    python -m pytest tests "${notebooks[@]}" \
     --nbval-lax --nbval-kernel-name distill-colab --nbval-cell-timeout 1800 \
     -p no:cacheprovider --durations=15 "$@"
-phase_done "pytest (execution 2)"
 
 # Passed: the 3 GB environment goes; after a failure it stays for a look.
 rm -rf "$COLAB_WORK" _build/colab

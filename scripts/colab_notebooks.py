@@ -53,6 +53,7 @@ fresh; the first chapter's install is the one that matters here).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -127,14 +128,19 @@ def as_in_colab(notebook, *, wheel: Path, environment: Path, site_packages: Path
         "import importlib.metadata, json, os\n"
         "import distill, jaxopt\n"
         "from distill import data\n"
-        f"assert os.path.realpath(distill.__file__).startswith({str(site_packages.resolve())!r}),"
-        " distill.__file__\n"
+        f"assert os.path.realpath(distill.__file__).startswith("
+        f"{str(site_packages.resolve()) + os.sep!r}), distill.__file__\n"
         f"assert {str(ROOT)!r} not in os.path.realpath(distill.__file__), distill.__file__\n"
         'origin = json.loads(importlib.metadata.distribution("distill").read_text("direct_url.json"))\n'
         f"assert origin['url'] == {wheel.as_uri()!r}, origin\n"
+        f"assert origin['archive_info']['hash'] == 'sha256={_sha256(wheel)}', origin\n"
         f"assert str(data.cache_dir()) == {str(caches['DISTILL_CACHE_DIR'])!r}, data.cache_dir()\n"
         "print(distill.__file__)"))
     return notebook
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _run(command, **kwargs) -> subprocess.CompletedProcess:

@@ -8,6 +8,7 @@ fast and run with any ``pytest tests``.
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib.util
 import os
 
@@ -38,6 +39,8 @@ def test_requirements_pin_everything_colab_provides():
 def test_a_prepared_chapter_is_the_committed_one_plus_the_stand_ins_cells(chapter, tmp_path):
     committed = nbformat.read(ROOT / f"{chapter}.ipynb", as_version=4)
     wheel = tmp_path / "dist" / "distill-0.1.0-py3-none-any.whl"
+    wheel.parent.mkdir()
+    wheel.write_bytes(b"a wheel")
     caches = {"DISTILL_CACHE_DIR": tmp_path / "caches" / "distill",
               "TFDS_DATA_DIR": tmp_path / "caches" / "tensorflow_datasets"}
     prepared = colab.as_in_colab(
@@ -65,6 +68,7 @@ def test_a_prepared_chapter_is_the_committed_one_plus_the_stand_ins_cells(chapte
     for name, folder in caches.items():
         assert f"os.environ.get({name!r}) == {str(folder)!r}" in prepared.cells[at - 1].source
     assert wheel.as_uri() in prepared.cells[-1].source
+    assert hashlib.sha256(b"a wheel").hexdigest() in prepared.cells[-1].source
 
 
 def test_a_chapter_that_does_not_install_from_github_is_refused(tmp_path):

@@ -16,6 +16,7 @@ import functools
 import html.parser
 import http.server
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -83,6 +84,7 @@ def browser():
     driver.set_script_timeout(120)
     yield driver
     driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
 
 
 def _open(browser, server, chapter: str) -> None:

@@ -19,11 +19,15 @@ phase() {  # phase NAME COMMAND...: run it and note how long it took, even if it
     return $status
 }
 colab_pid=""
+book_pid=""
 COLAB_WORK=""
 finish() {
     local status=$?
     if [ -n "$colab_pid" ] && kill -0 "$colab_pid" 2>/dev/null; then
         kill -- "-$colab_pid" 2>/dev/null || kill "$colab_pid" 2>/dev/null || true  # with pip
+    fi
+    if [ -n "$book_pid" ] && kill -0 "$book_pid" 2>/dev/null; then
+        kill -- "-$book_pid" 2>/dev/null || kill "$book_pid" 2>/dev/null || true  # with its kernel
     fi
     if [ ${#timings[@]} -gt 0 ]; then
         echo "== timings (exit status $status)"
@@ -63,10 +67,22 @@ setsid --wait python scripts/colab_notebooks.py "$COLAB_WORK" --link _build/cola
     >_build/colab-notebooks.txt 2>_build/colab-setup.log &
 colab_pid=$!
 
-# The rendered book is what the browser test reads: build it first, exactly
-# as the README's book command does (warnings are errors).
-phase "book build (execution 1)" bash "$ROOT/scripts/build_book.sh"
+# Execution 1, in the background: the book build, exactly as the README's
+# book command does it (warnings are errors). Its exit status goes to
+# _build/book-build.status, which the browser test waits for. The two
+# executions run side by side: each leaves one of the two cores idle for
+# much of its time (Python, tracing, small XLA programs).
 export DISTILL_BOOK_HTML="$ROOT/_build/html"
+export DISTILL_BOOK_STATUS="$ROOT/_build/book-build.status"
+# Compiled XLA programs are kept for the run (both executions and the unit
+# tests): a program is looked up by a hash of itself and of the JAX
+# version, so a hit is the same program, never a stale result.
+export JAX_COMPILATION_CACHE_DIR="$ROOT/_build/xla-cache"
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0.1
+echo "== building the book in the background (log: _build/book-build.log)"
+setsid --wait bash -c 'bash "$1/scripts/build_book.sh" >"$1/_build/book-build.log" 2>&1
+    echo $? >"$2.tmp" && mv "$2.tmp" "$2"' _ "$ROOT" "$DISTILL_BOOK_STATUS" &
+book_pid=$!
 
 if ! wait "$colab_pid"; then
     colab_pid=""
@@ -76,14 +92,29 @@ if ! wait "$colab_pid"; then
 fi
 colab_pid=""
 cat _build/colab-setup.log
-phase_done "waiting for the Colab stand-in"
+phase_done "Colab stand-in (book build going on)"
 
+# Execution 2: pytest runs the unit tests, every chapter under nbval as Colab
+# runs it, and last (the plugin tests/book_last.py orders it so) the browser test of the
+# built book, which first waits for the book build to finish.
 mapfile -t notebooks <_build/colab-notebooks.txt
 echo "== pytest: tests/ and ${#notebooks[@]} chapters as Colab runs them"
-phase "pytest (execution 2)" env JUPYTER_PATH="$COLAB_WORK/jupyter/share/jupyter" \
-    python -m pytest tests "${notebooks[@]}" \
+status=0
+JUPYTER_PATH="$COLAB_WORK/jupyter/share/jupyter" python -m pytest tests "${notebooks[@]}" \
     --nbval-lax --nbval-kernel-name distill-colab --nbval-cell-timeout 1800 \
-    -p no:cacheprovider --durations=15 "$@"
+    -p no:cacheprovider -p tests.book_last --durations=15 "$@" || status=$?
+wait "$book_pid" || true
+book_pid=""
+phase_done "pytest, book build alongside"
+echo "== book build log (tail):"
+tail -n 5 "$ROOT/_build/book-build.log"
+book_status="$(cat "$DISTILL_BOOK_STATUS" 2>/dev/null || echo missing)"
+if [ "$book_status" != 0 ]; then
+    echo "== the book build failed (status $book_status): _build/book-build.log"
+    grep -n -B2 -A20 "Traceback\|WARNING\|Error" "$ROOT/_build/book-build.log" | tail -n 80
+    exit 1
+fi
+[ "$status" -eq 0 ] || exit "$status"
 
 # Passed: the 3 GB environment goes; after a failure it stays for a look.
 rm -rf "$COLAB_WORK" _build/colab

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -37,8 +38,23 @@ ARTIFACTS = Path(os.environ.get("DISTILL_TEST_ARTIFACTS", ROOT / "_build" / "tes
 SCREENSHOT_CHAPTER = "notebooks/07_beyond_pixels"
 
 
+#: Where ``scripts/test.sh`` writes the exit status of the book build it runs
+#: alongside the tests; this module waits for it (at most ``BOOK_WAIT_SECONDS``).
+BOOK_STATUS = os.environ.get("DISTILL_BOOK_STATUS")
+BOOK_WAIT_SECONDS = 3600
+
+
 @pytest.fixture(scope="module")
 def site() -> Path:
+    if BOOK_STATUS:
+        status = Path(BOOK_STATUS)
+        deadline = time.monotonic() + BOOK_WAIT_SECONDS
+        while not status.exists():
+            assert time.monotonic() < deadline, f"the book build wrote no {status} in time"
+            time.sleep(2)
+        assert status.read_text().strip() == "0", (
+            f"the book build failed (exit status {status.read_text().strip()}): see its log "
+            "beside the status file")
     site = Path(BOOK_HTML).resolve()
     assert (site / "index.html").is_file(), f"no built book in {site}: run bash scripts/build_book.sh"
     return site

@@ -56,7 +56,11 @@ fi
 rm -rf "$ROOT/_build"
 mkdir -p "$ROOT/_build"
 export DISTILL_CACHE_DIR="$ROOT/_build/distill-cache"
-phase_done "setup (.venv, chromium)"
+# The datasets, read once before anything runs side by side, so that two
+# processes never prepare the same TFDS dataset at the same time.
+python -c 'from distill import data
+for name in data.CLASS_NAMES: data.load_dataset(name)' 2>&1 | grep -v "^[WIE]0000" || true
+phase_done "setup (.venv, chromium, data)"
 
 # The Colab stand-in (a wheel, a fresh environment, a kernel, the prepared
 # notebooks; see scripts/colab_notebooks.py) is made outside the repository,
@@ -84,6 +88,14 @@ setsid --wait bash -c 'bash "$1/scripts/build_book.sh" >"$1/_build/book-build.lo
     echo $? >"$2.tmp" && mv "$2.tmp" "$2"' _ "$ROOT" "$DISTILL_BOOK_STATUS" &
 book_pid=$!
 
+# While the book builds and the Colab stand-in is prepared: the helper's
+# unit tests and the book's structure checks.
+status=0
+echo "== pytest: the unit tests and the book's structure checks"
+python -m pytest tests --ignore=tests/test_rendered_book.py -p no:cacheprovider \
+    --durations=10 "$@" || status=$?
+phase_done "unit tests (book build alongside)"
+
 if ! wait "$colab_pid"; then
     colab_pid=""
     cat _build/colab-setup.log
@@ -92,20 +104,18 @@ if ! wait "$colab_pid"; then
 fi
 colab_pid=""
 cat _build/colab-setup.log
-phase_done "Colab stand-in (book build going on)"
+phase_done "waiting for the Colab stand-in"
 
-# Execution 2: pytest runs the unit tests, every chapter under nbval as Colab
-# runs it, and last (the plugin tests/book_last.py orders it so) the browser test of the
-# built book, which first waits for the book build to finish.
+# Execution 2: every chapter under nbval as Colab runs it, then the browser
+# test of the built book, which first waits for the book build to finish.
 mapfile -t notebooks <_build/colab-notebooks.txt
-echo "== pytest: tests/ and ${#notebooks[@]} chapters as Colab runs them"
-status=0
-JUPYTER_PATH="$COLAB_WORK/jupyter/share/jupyter" python -m pytest tests "${notebooks[@]}" \
-    --nbval-lax --nbval-kernel-name distill-colab --nbval-cell-timeout 1800 \
-    -p no:cacheprovider -p tests.book_last --durations=15 "$@" || status=$?
+echo "== pytest: ${#notebooks[@]} chapters as Colab runs them, then the built book in a browser"
+JUPYTER_PATH="$COLAB_WORK/jupyter/share/jupyter" python -m pytest "${notebooks[@]}" \
+    tests/test_rendered_book.py --nbval-lax --nbval-kernel-name distill-colab \
+    --nbval-cell-timeout 1800 -p no:cacheprovider --durations=10 "$@" || status=$?
 wait "$book_pid" || true
 book_pid=""
-phase_done "pytest, book build alongside"
+phase_done "chapters under nbval and browser test"
 echo "== book build log (tail):"
 tail -n 5 "$ROOT/_build/book-build.log"
 book_status="$(cat "$DISTILL_BOOK_STATUS" 2>/dev/null || echo missing)"

@@ -32,7 +32,7 @@ def child(method: str, iterations: int) -> None:
     mnist = data.load_dataset("mnist")
     train_images = jnp.asarray(mnist.train.images)
     train_labels = jnp.asarray(mnist.train.labels)
-    initial, labels = distillation.initial_distilled_set(distillation.DistillConfig())
+    initial, labels = distillation.initial_distilled_set(distillation.PRESETS["fixed-l2reg"])
     images = initial + 0.3 * train_images[:10]  # away from the faint start, as in the chapter
     before = rss_bytes()
     cost = profiling.hypergradient_cost(images, labels, train_images, train_labels,

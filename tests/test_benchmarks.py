@@ -23,11 +23,3 @@ def test_implicit_memory_stays_flat_while_unrolled_grows(tmp_path):
     memory = {(row["method"], row["iterations"]): row["temp_bytes"] for row in results}
     assert memory["implicit", 10] == memory["implicit", 100]
     assert memory["unrolled", 100] > 2 * memory["unrolled", 10]
-
-
-def test_the_original_vs_fast_benchmark_documents_itself():
-    completed = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "original_vs_fast.py"), "--help"],
-        capture_output=True, text=True, timeout=120, check=False)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "--repeats" in completed.stdout

@@ -1,4 +1,10 @@
-import contextlib
+"""The command line: options, the file it writes, resuming, and what it imports.
+
+Most tests run ``cli.main`` in-process on toy data of MNIST's shape (the
+``fake_mnist`` fixture); the acceptance tests at the end run the real command
+on the real datasets.
+"""
+
 import re
 import subprocess
 import sys
@@ -6,172 +12,226 @@ import sys
 import numpy as np
 import pytest
 
-from distill import cli, data, distillation, evaluate, io, model
-from tests.conftest import make_toy_dataset, requires_mnist
+from distill import cli, data, evaluate, io, model
+from distill.config import PRESETS, DistillConfig
+from tests.conftest import SMALL_SPLITS_PRELUDE, requires_mnist
+
+# --- options ---------------------------------------------------------------------------
 
 
-def test_preset_refuses_conflicting_options(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["--preset", "seed", "--images-per-class", "10"])
-    assert exit_info.value.code == 2
-    assert "--preset seed fixes its own configuration; drop --images-per-class 10" in capsys.readouterr().err
+def _config(*argv):
+    return cli.config_from_args(cli.build_parser().parse_args(list(argv)))
 
 
-def test_preset_accepts_options_equal_to_its_own():
-    args = cli.build_parser().parse_args(["--preset", "seed", "--dataset", "mnist", "--steps", "50"])
-    assert cli.config_from_args(args).steps == 50
+def test_the_default_is_the_learned_l2reg_preset_on_mnist():
+    assert cli.DEFAULT_PRESET == "learned-l2reg"
+    assert _config() == PRESETS["learned-l2reg"]
+    assert cli.dataset_from_args(cli.build_parser().parse_args([])) == "mnist"
+    assert cli.dataset_from_args(cli.build_parser().parse_args(
+        ["--dataset", "fashion_mnist"])) == "fashion_mnist"
 
 
-def test_unknown_dataset_is_refused(capsys):
-    with pytest.raises(SystemExit):
-        cli.main(["--dataset", "cifar10"])
-    assert "invalid choice: 'cifar10'" in capsys.readouterr().err
+def test_options_apply_on_top_of_a_preset():
+    assert _config("--no-learn-l2reg", "--steps", "7") \
+        == DistillConfig(**{**PRESETS["learned-l2reg"].to_dict(), "learn_l2reg": False,
+                            "steps": 7})
+    assert _config("--preset", "fixed-l2reg") == DistillConfig()
+    assert _config("--preset", "fixed-l2reg", "--images-per-class", "3", "--seed", "4",
+                   "--learn-labels") \
+        == DistillConfig(images_per_class=3, seed=4, learn_labels=True)
+    assert _config("--images", "30").images_per_class == 3
 
 
-def test_the_default_learns_l2reg_and_presets_take_options():
-    parse = cli.build_parser().parse_args
-    assert cli.config_from_args(parse([])) == distillation.CLI_DEFAULT
-    assert distillation.CLI_DEFAULT.learn_l2reg and not distillation.CLI_DEFAULT.learn_labels
-    fixed = cli.config_from_args(parse(["--no-learn-l2reg", "--steps", "7"]))
-    assert not fixed.learn_l2reg and fixed.steps == 7
-    # Presets other than "seed" take options on top.
-    assert cli.config_from_args(parse(["--preset", "fixed-l2reg"])) == distillation.DistillConfig()
-    assert cli.config_from_args(parse(["--preset", "fixed-l2reg", "--images-per-class", "3"])) \
-        == distillation.DistillConfig(images_per_class=3)
-
-
-@pytest.mark.parametrize("options, learned", [([], True), (["--no-learn-l2reg"], False)])
-def test_writes_a_distilled_set_and_reports(monkeypatch, tmp_path, capsys, options, learned):
-    toy = make_toy_dataset(num_features=784, per_class=20)
-    monkeypatch.setattr(data, "load_dataset", lambda name, data_dir=None: toy)
-    out = tmp_path / "runs" / "toy.npz"
-    assert cli.main(["--images-per-class", "2", "--steps", "3", "--seed", "1", *options,
-                     "--out", str(out), "--no-progress", "--no-compile-cache"]) == 0
-    printed = capsys.readouterr().out
-    assert "distilled 20 images in" in printed and "test accuracy" in printed
-    assert ("learned along with the images: l2reg" in printed) == learned
-    distilled = io.load_distilled(out)
-    assert distilled.images.shape == (20, 784)
-    np.testing.assert_array_equal(distilled.labels, np.repeat(np.arange(10), 2))
-    # The stored l2reg is the one the images were distilled for: learned or 0.1.
-    assert (distilled.l2reg != pytest.approx(0.1)) == learned
-    steps = int(re.search(r"in (\d+) outer steps", printed).group(1))
-    assert 1 <= steps <= 3  # a learned l2reg can stop early: the toy data are separable
-    with np.load(out) as arrays:
-        assert len(arrays["loss_history"]) == steps + 1
-
-
-def _fake_data(monkeypatch):
-    toy = make_toy_dataset(num_features=784, per_class=20)
-    monkeypatch.setattr(data, "load_dataset", lambda name, data_dir=None: toy)
-    return toy
-
-
-def test_a_resumed_run_continues_the_saved_one(monkeypatch, tmp_path, capsys):
-    _fake_data(monkeypatch)
-    out = tmp_path / "run.npz"
-    # l2reg fixed: learned, it stops within two steps on the separable toy data.
-    options = ["--images-per-class", "2", "--no-learn-l2reg", "--no-progress",
-               "--no-compile-cache"]
-    assert cli.main([*options, "--steps", "3", "--out", str(out)]) == 0
-    with np.load(out) as arrays:
-        first_history = arrays["loss_history"]
-    first = io.load_distilled(out)
-    assert cli.main([*options, "--steps", "2", "--resume", str(out), "--out", str(out)]) == 0
-    assert f"resuming from {out}: outer loss {first_history[-1]:.4f} after 3 steps" in \
-        capsys.readouterr().out
-    with np.load(out) as arrays:
-        history = arrays["loss_history"]
-    assert len(history) == 6
-    np.testing.assert_array_equal(history[:3], first_history[:3])
-    # Step 3 is where the second run starts: its loss is computed again there.
-    np.testing.assert_allclose(history[3], first_history[3], rtol=1e-3)
-    assert history[-1] < history[3]
-    assert not np.allclose(io.load_distilled(out).images, first.images)
+def test_the_seed_preset_accepts_options_equal_to_its_own():
+    assert _config("--preset", "seed", "--dataset", "mnist", "--steps", "50") == PRESETS["seed"]
 
 
 @pytest.mark.parametrize("options, message", [
-    (["--images-per-class", "1"], r"needs \(10, 784\)"),
-    (["--images-per-class", "2", "--preset", "seed"], "fixes its own configuration"),
+    (["--images", "15"], "--images 15.*multiple of 10"),
+    (["--images", "0"], "--images 0.*0"),
+    (["--images", "20", "--images-per-class", "2"], "--images-per-class.*--images"),
+    (["--images-per-class", "0"], "--images-per-class.*0"),
+    (["--steps", "-3"], "--steps.*-3"),
+    (["--save-every", "0"], "--save-every.*0"),
+    (["--dataset", "cifar10"], "--dataset.*'cifar10'"),
+    (["--preset", "seed", "--images-per-class", "10"], "--preset seed.*--images-per-class 10"),
+    (["--preset", "seed", "--images", "20"], "--preset seed.*--images 20"),
+    (["--preset", "seed", "--dataset", "fashion_mnist"], "--preset seed.*--dataset fashion_mnist"),
 ])
-def test_resume_refuses_a_set_of_another_configuration(monkeypatch, tmp_path, capsys, options,
-                                                       message):
-    _fake_data(monkeypatch)
+def test_bad_options_are_refused_naming_the_option_and_the_value(fake_mnist, run_cli, tmp_path,
+                                                                 options, message):
+    status, _, err = run_cli(*options, "--out", tmp_path / "x.npz")
+    assert status == 2
+    assert re.search(message, err), err
+    assert not (tmp_path / "x.npz").exists()
+
+
+# --- the file it writes ------------------------------------------------------------------
+
+@pytest.mark.parametrize("options, learned", [([], True), (["--no-learn-l2reg"], False)])
+def test_writes_a_distilled_set_and_reports(fake_mnist, run_cli, tmp_path, options, learned):
+    out = tmp_path / "runs" / "toy.npz"  # folders are created
+    status, printed, _ = run_cli("--images-per-class", "2", "--steps", "3", "--seed", "1",
+                                 *options, "--out", out)
+    assert status == 0
+    distilled = io.load_distilled(out)
+    assert distilled.images.shape == (20, 784) and distilled.dataset == "mnist"
+    np.testing.assert_array_equal(distilled.labels, np.repeat(np.arange(10), 2))
+    assert distilled.config == _config("--images-per-class", "2", "--steps", "3", "--seed", "1",
+                                       *options)
+    # The stored l2reg is the one the images were distilled for: learned or 0.1.
+    assert (distilled.l2reg != pytest.approx(0.1)) == learned
+    assert ("learned along with the images: l2reg" in printed) == learned
+    steps = len(distilled.loss_history) - 1
+    assert 1 <= steps <= 3  # a learned l2reg can stop early: the toy data are separable
+    assert f"distilled 20 images in {steps} outer steps" in printed
+    assert f"outer loss {distilled.loss_history[0]:.4f} -> {distilled.loss_history[-1]:.4f}" \
+        in printed
+    assert f"wrote {out}" in printed
+    if not learned:
+        # The accuracy it reports is that of logistic regression trained on the file's set.
+        W, _ = model.fit_logistic_regression(distilled.images, distilled.labels,
+                                             distilled.l2reg, tol=1e-6)
+        accuracy = model.accuracy(W, fake_mnist.test.images, fake_mnist.test.labels)
+        assert f"trained on them: {accuracy:.2%}" in printed
+
+
+def test_an_existing_output_is_replaced_only_with_overwrite(fake_mnist, run_cli, tmp_path):
+    out = tmp_path / "set.npz"
+    out.write_bytes(b"precious")
+    status, _, err = run_cli("--no-learn-l2reg", "--steps", "1", "--out", out)
+    assert status == 2 and f"--out {out} exists" in err and "--overwrite" in err
+    assert out.read_bytes() == b"precious"
+    status, _, _ = run_cli("--no-learn-l2reg", "--steps", "1", "--out", out, "--overwrite")
+    assert status == 0 and io.load_distilled(out).images.shape == (10, 784)
+    # Resuming a run into its own file continues it: no --overwrite needed.
+    assert run_cli("--no-learn-l2reg", "--steps", "1", "--resume", out, "--out", out)[0] == 0
+
+
+def test_a_folder_is_not_an_output_file(fake_mnist, run_cli, tmp_path):
+    status, _, err = run_cli("--out", tmp_path)
+    assert status == 2 and f"--out {tmp_path} is a folder" in err
+
+
+# --- resuming ------------------------------------------------------------------------------
+
+def test_a_resumed_run_continues_the_saved_one(fake_mnist, run_cli, tmp_path):
     out = tmp_path / "run.npz"
-    assert cli.main(["--images-per-class", "2", "--steps", "2", "--no-progress",
-                     "--no-compile-cache", "--out", str(out)]) == 0
-    capsys.readouterr()
-    with pytest.raises(SystemExit) if "--preset" in options else contextlib.nullcontext():
-        code = cli.main([*options, "--resume", str(out), "--no-progress", "--no-compile-cache",
-                         "--out", str(tmp_path / "other.npz")])
-        assert code == 2
-    assert re.search(message, capsys.readouterr().err)
-    assert not (tmp_path / "other.npz").exists()
+    # l2reg fixed: learned, it stops within two steps on the separable toy data.
+    options = ["--images-per-class", "2", "--no-learn-l2reg"]
+    assert run_cli(*options, "--steps", "3", "--out", out)[0] == 0
+    first = io.load_distilled(out)
+    status, printed, _ = run_cli(*options, "--steps", "2", "--resume", out, "--out", out)
+    assert status == 0
+    assert f"resuming from {out}: outer loss {first.loss_history[-1]:.4f} after 3 steps" \
+        in printed
+    resumed = io.load_distilled(out)
+    assert len(resumed.loss_history) == 6
+    np.testing.assert_array_equal(resumed.loss_history[:3], first.loss_history[:3])
+    # Step 3 is where the second run starts: its loss is computed again there.
+    np.testing.assert_allclose(resumed.loss_history[3], first.loss_history[3], rtol=1e-3)
+    assert not np.allclose(resumed.images, first.images)
 
 
-def test_learned_l2reg_and_labels_are_saved_and_resumed(monkeypatch, tmp_path, capsys):
-    _fake_data(monkeypatch)
+def test_learned_l2reg_and_labels_are_saved_and_resumed(fake_mnist, run_cli, tmp_path):
     out = tmp_path / "learned.npz"
-    options = ["--learn-l2reg", "--learn-labels", "--no-progress", "--no-compile-cache"]
-    assert cli.main([*options, "--steps", "3", "--out", str(out)]) == 0
-    assert "learned along with the images: l2reg" in capsys.readouterr().out
+    options = ["--learn-l2reg", "--learn-labels"]
+    status, printed, _ = run_cli(*options, "--steps", "3", "--out", out)
+    assert status == 0 and "learned along with the images: l2reg" in printed
     first = io.load_distilled(out)
     assert first.labels.shape == (10, 10) and first.l2reg != pytest.approx(0.1)
     np.testing.assert_array_equal(first.labels.argmax(axis=1), np.arange(10))
-    # Resuming needs the same things learned: the saved labels are soft.
-    assert cli.main(["--no-progress", "--no-compile-cache", "--resume", str(out),
-                     "--out", str(tmp_path / "other.npz")]) == 2
-    assert "resume it with --learn-labels" in capsys.readouterr().err
-    assert cli.main([*options, "--steps", "2", "--resume", str(out), "--out", str(out)]) == 0
+    assert run_cli(*options, "--steps", "2", "--resume", out, "--out", out)[0] == 0
+    resumed = io.load_distilled(out)
+    assert len(resumed.loss_history) == len(first.loss_history) + 2
+    # It starts where the first run ended, learned l2reg and soft labels included: its first
+    # loss, computed afresh, is the saved run's last.
+    np.testing.assert_allclose(resumed.loss_history[len(first.loss_history) - 1],
+                               first.loss_history[-1], rtol=1e-3)
+
+
+def _rewrite(path, **changes):
+    with np.load(path) as arrays:
+        contents = {name: arrays[name] for name in arrays.files}
+    contents.update(changes)
+    np.savez(path, **contents)
+
+
+def test_a_file_from_before_the_json_configuration_is_resumed(fake_mnist, run_cli, tmp_path):
+    out = tmp_path / "old.npz"
+    assert run_cli("--no-learn-l2reg", "--steps", "2", "--out", out)[0] == 0
+    before = io.load_distilled(out)
+    # What the command line stored then: repr(dataclasses.asdict(config)), the dataset first.
+    _rewrite(out, config=np.array(repr({"dataset": "mnist", **before.config.to_dict()})))
+    status, printed, err = run_cli("--no-learn-l2reg", "--steps", "2", "--resume", out,
+                                   "--out", out)
+    assert status == 0, err
+    assert f"after {len(before.loss_history) - 1} steps" in printed
+    after = io.load_distilled(out)
+    assert len(after.loss_history) == len(before.loss_history) + 2
+    assert after.dataset == "mnist"  # and now stored as JSON
     with np.load(out) as arrays:
-        assert len(arrays["loss_history"]) == 6
+        assert str(arrays["config"]).startswith('{"dataset": "mnist"')
 
 
-def test_resume_refuses_a_missing_file(monkeypatch, tmp_path, capsys):
-    _fake_data(monkeypatch)
-    assert cli.main(["--resume", str(tmp_path / "nothing.npz"), "--no-progress",
-                     "--no-compile-cache", "--out", str(tmp_path / "out.npz")]) == 2
-    assert "cannot resume from" in capsys.readouterr().err
-
-
-def test_an_interrupted_run_leaves_its_last_step_on_disk(monkeypatch, tmp_path, capsys):
-    _fake_data(monkeypatch)
-    real_distill = distillation.distill
-
-    def interrupted_at_step_4(*args, **kwargs):
-        def interrupt(step, images, inner_params):
-            if step == 4:
-                raise KeyboardInterrupt  # as Ctrl-C would, while step 4 is being recorded
-
-        return real_distill(*args, callback=interrupt, **kwargs)
-
-    monkeypatch.setattr(distillation, "distill", interrupted_at_step_4)
+@pytest.mark.parametrize("damage, options, message", [
+    (lambda p: p.unlink(), [], "no such file"),
+    (lambda p: p.write_bytes(b"not a zip file at all"), [], "not a readable .npz"),
+    (lambda p: None, ["--learn-l2reg"], r"learn_l2reg False \(this run: True\)"),
+    (lambda p: None, ["--dataset", "fashion_mnist"], "from mnist, not fashion_mnist"),
+], ids=["missing", "unreadable", "other-setting", "other-dataset"])
+def test_resume_refuses_a_file_before_loading_the_data(fake_mnist, run_cli, tmp_path,
+                                                       monkeypatch, damage, options, message):
+    """Exit status 2 and the file's name; each mismatch's message is tested in test_io.py."""
     out = tmp_path / "run.npz"
-    assert cli.main(["--steps", "50", "--save-every", "3", "--no-learn-l2reg", "--no-progress",
-                     "--no-compile-cache", "--out", str(out)]) == 130
-    assert f"--resume {out}" in capsys.readouterr().err
-    with np.load(out) as arrays:
-        assert len(arrays["loss_history"]) == 4  # the start and three completed steps
+    assert run_cli("--no-learn-l2reg", "--steps", "1", "--out", out)[0] == 0
+    damage(out)
+    monkeypatch.setattr(data, "load_dataset", lambda *arguments, **options: pytest.fail(
+        "the data were loaded before --resume was checked"))
+    status, _, err = run_cli("--no-learn-l2reg", *options, "--resume", out,
+                             "--out", tmp_path / "next.npz")
+    assert status == 2 and err.startswith(f"error: cannot resume from {out}: ")
+    assert re.search(message, err), err
+    assert not (tmp_path / "next.npz").exists()
 
 
-@requires_mnist
-def test_seed_preset_reproduces_the_original_notebook(tmp_path):
-    """The acceptance check: about the original's 88% test accuracy."""
-    out = tmp_path / "seed.npz"
+# --- what it imports -----------------------------------------------------------------------
+
+# The command line in a child process on the small cache; then the TensorFlow
+# modules it imported.
+RUN_AND_LIST_TENSORFLOW = SMALL_SPLITS_PRELUDE + """
+import sys
+from distill import cli
+
+status = cli.main(sys.argv[1:])
+print("tensorflow modules:", sorted(name for name in sys.modules
+                                    if name.split(".")[0] in ("tensorflow", "tensorflow_datasets")))
+sys.exit(status)
+"""
+
+
+def test_a_run_on_a_warm_cache_never_imports_tensorflow(small_mnist_cache, tmp_path):
     completed = subprocess.run(
-        [sys.executable, "-m", "distill", "--preset", "seed", "--out", str(out), "--no-progress"],
-        capture_output=True, text=True, timeout=600)
+        [sys.executable, "-c", RUN_AND_LIST_TENSORFLOW, "--preset", "fixed-l2reg", "--steps", "1",
+         "--no-progress", "--out", str(tmp_path / "set.npz")],
+        capture_output=True, text=True, timeout=300, env=small_mnist_cache)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "loaded mnist: 200 training and 100 test images" in completed.stdout  # from the cache
+    assert "tensorflow modules: []" in completed.stdout, completed.stdout
+    assert io.load_distilled(tmp_path / "set.npz").images.shape == (10, 784)
+
+
+# --- acceptance: the real command on the real data -----------------------------------------
+
+def _run_command(*options, timeout=600):
+    completed = subprocess.run([sys.executable, "-m", "distill", *options, "--no-progress"],
+                               capture_output=True, text=True, timeout=timeout)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "inner solves that stopped at maxiter: 0" in completed.stdout
-    distilled = io.load_distilled(out)
-    assert distilled.images.shape == (10, 784)
-    np.testing.assert_array_equal(distilled.labels, np.arange(10))
-
-    accuracy = _independent_test_accuracy(distilled, data.load_dataset("mnist"))
-    assert 0.87 <= accuracy <= 0.89, accuracy
+    return completed
 
 
-def _independent_test_accuracy(distilled, mnist) -> float:
+def _independent_test_accuracy(distilled, dataset) -> float:
     """Train on the file's arrays with independent code: plain NumPy/SciPy logistic regression.
 
     Mean cross-entropy + l2reg / 2 * ||W||^2, no intercept, with the l2reg stored in the file.
@@ -191,20 +251,27 @@ def _independent_test_accuracy(distilled, mnist) -> float:
 
     fit = minimize(objective, np.zeros(7840), jac=True, method="L-BFGS-B",
                    options={"gtol": 1e-8, "maxiter": 20000})
-    predictions = (mnist.test.images @ fit.x.reshape(784, 10)).argmax(axis=1)
-    return float(np.mean(predictions == mnist.test.labels))
+    predictions = (dataset.test.images @ fit.x.reshape(784, 10)).argmax(axis=1)
+    return float(np.mean(predictions == dataset.test.labels))
+
+
+@requires_mnist
+def test_seed_preset_reproduces_the_original_notebook(tmp_path):
+    """The acceptance check: about the original's 88% test accuracy."""
+    out = tmp_path / "seed.npz"
+    _run_command("--preset", "seed", "--out", str(out))
+    distilled = io.load_distilled(out)
+    assert distilled.images.shape == (10, 784) and distilled.config == PRESETS["seed"]
+    np.testing.assert_array_equal(distilled.labels, np.arange(10))
+    accuracy = _independent_test_accuracy(distilled, data.load_dataset("mnist"))
+    assert 0.87 <= accuracy <= 0.89, accuracy
 
 
 @requires_mnist
 def test_the_default_lifts_one_image_per_class_above_92_percent(tmp_path):
     """Issue 5's target: the command line's defaults, checked with independent code."""
     out = tmp_path / "learned.npz"
-    completed = subprocess.run(
-        [sys.executable, "-m", "distill", "--dataset", "mnist", "--images-per-class", "1",
-         "--out", str(out), "--no-progress"],
-        capture_output=True, text=True, timeout=600)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "inner solves that stopped at maxiter: 0" in completed.stdout
+    _run_command("--dataset", "mnist", "--images-per-class", "1", "--out", str(out))
     distilled = io.load_distilled(out)
     assert distilled.l2reg < 0.01  # learned far below the original 0.1
     accuracy = _independent_test_accuracy(distilled, data.load_dataset("mnist"))
@@ -214,12 +281,7 @@ def test_the_default_lifts_one_image_per_class_above_92_percent(tmp_path):
 @requires_mnist
 def test_the_default_on_fashion_mnist_comes_within_one_and_a_half_points_of_all_data(tmp_path):
     out = tmp_path / "fashion.npz"
-    completed = subprocess.run(
-        [sys.executable, "-m", "distill", "--dataset", "fashion_mnist", "--images-per-class",
-         "1", "--out", str(out), "--no-progress"],
-        capture_output=True, text=True, timeout=600)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "inner solves that stopped at maxiter: 0" in completed.stdout
+    _run_command("--dataset", "fashion_mnist", "--images-per-class", "1", "--out", str(out))
     fashion = data.load_dataset("fashion_mnist")
     accuracy = _independent_test_accuracy(io.load_distilled(out), fashion)
     all_data = model.accuracy(evaluate.all_data_model(fashion.train),

@@ -12,9 +12,9 @@ def test_confusion_matrix_counts_pairs():
 
 
 @pytest.mark.parametrize("true, predicted, message", [
-    ([0, 1], [0], "same length"),
-    ([0, 3], [0, 1], "true labels must lie in 0..2"),
-    ([0, 1], [-1, 1], "predicted labels must lie in 0..2"),
+    ([0, 1], [0], r"same length.*\(2,\).*\(1,\)"),
+    ([0, 3], [0, 1], r"true labels.*0\.\.2.*3"),
+    ([0, 1], [-1, 1], r"predicted labels.*0\.\.2.*-1"),
 ])
 def test_confusion_matrix_rejects_bad_labels(true, predicted, message):
     with pytest.raises(ValueError, match=message):
@@ -25,7 +25,7 @@ def test_mean_and_spread_uses_the_sample_standard_deviation():
     assert evaluate.mean_and_spread([0.5, 0.7]) == "60.0% ± 14.1%"
     assert evaluate.mean_and_spread([0.881]) == "88.1%"
     assert evaluate.mean_and_spread([0.8809, 0.8812]) == "88.11% ± 0.02%"
-    with pytest.raises(ValueError, match="non-empty"):
+    with pytest.raises(ValueError, match=r"non-empty.*\(0,\)"):
         evaluate.mean_and_spread([])
 
 
@@ -35,16 +35,18 @@ def test_random_subsets_differ_by_seed_and_are_ordered_by_class(toy_dataset):
     np.testing.assert_array_equal(labels_0, np.repeat(np.arange(10), 2))
     assert not np.array_equal(images_0, images_1)
     accuracies = evaluate.random_subset_accuracies(toy_dataset.train, toy_dataset.test, 2, 0.1,
-                                                   seeds=[0, 1, 2])
-    assert accuracies.shape == (3,) and np.all((0 <= accuracies) & (accuracies <= 1))
+                                                   seeds=[1, 0], use_cache=False)
+    # One accuracy per seed, in the order of the seeds: the model trained on that subset.
+    assert accuracies.shape == (2,)
+    assert accuracies[1] == evaluate.test_accuracy(images_0, labels_0, 0.1, toy_dataset.test)
 
 
-def test_measure_compiled_reports_time_memory_and_output():
+def test_measure_compiled_returns_the_output_and_refuses_zero_repeats():
+    # Its working memory is checked where it varies: the hypergradient-cost test below.
     x = jax.numpy.ones((200, 200))
     cost = profiling.measure_compiled(lambda a: (a @ a).sum(), x, repeats=2)
     assert float(cost.output) == 200 * 200 * 200
-    assert cost.compile_seconds > 0 and cost.run_seconds > 0 and cost.temp_bytes >= 0
-    with pytest.raises(ValueError, match="repeats must be at least 1"):
+    with pytest.raises(ValueError, match="repeats.*0"):
         profiling.measure_compiled(lambda a: a, x, repeats=0)
 
 
@@ -128,7 +130,7 @@ def test_hypergradient_cost_runs_the_requested_iterations(toy_dataset, method):
         assert many.temp_bytes > few.temp_bytes  # every iterate is stored
     else:
         assert many.temp_bytes == few.temp_bytes
-    with pytest.raises(ValueError, match="method must be"):
+    with pytest.raises(ValueError, match="method.*'forward'"):
         profiling.hypergradient_cost(images, labels, train.images, train.labels,
                                      iterations=5, method="forward")
 

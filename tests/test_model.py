@@ -55,13 +55,13 @@ def test_inner_lbfgs_reaches_a_tight_tolerance_where_gradient_descent_cannot():
 
 
 def test_unknown_inner_solver_is_refused():
-    with pytest.raises(ValueError, match=r"method must be one of \['gradient_descent', 'lbfgs'\], got 'newton'"):
+    with pytest.raises(ValueError, match="method.*'newton'"):
         model.make_inner_solver(method="newton")
 
 
 def test_fit_refuses_to_return_an_unconverged_model():
     images, labels = _problem()
-    with pytest.raises(RuntimeError, match="did not converge in 2 iterations"):
+    with pytest.raises(RuntimeError, match=r"converge in 2 iterations.*tol=1e-09"):
         model.fit_logistic_regression(images, labels, 0.01, tol=1e-9, maxiter=2)
 
 
@@ -110,3 +110,21 @@ def test_hessian_vector_products_equal_the_hessian_times_the_vector():
     np.testing.assert_allclose(product.ravel(), hessian @ direction.ravel(), rtol=1e-4, atol=1e-6)
     # Positive definite with l2reg > 0: <v, H v> >= l2reg ||v||^2.
     assert float(jnp.vdot(direction, product)) >= 0.3 * float(jnp.vdot(direction, direction))
+
+
+_X = np.random.default_rng(0).uniform(0, 1, (40, 20)).astype(np.float32)
+_Y = np.arange(40) % 10
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ((_X[:, :0], _Y, 0.1), r"images.*\(40, 0\)"),
+    (((_X * 255).astype(np.uint8), _Y, 0.1), "images.*uint8"),
+    ((_X, _Y, 0.0), r"l2reg.*0\.0"),
+    ((_X, _Y, "0.1"), r"l2reg.*'0\.1'"),
+    ((_X, _Y, np.array([0.1, 0.2])), r"l2reg.*\(2,\)"),
+    ((_X, _Y[:10], 0.1), "40 images but 10 labels"),
+    ((_X, np.full((40, 10), 0.2, np.float32), 0.1), "labels.*probabilities"),
+])
+def test_the_evaluation_fit_refuses_bad_input_naming_the_argument(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        model.fit_logistic_regression(*arguments)

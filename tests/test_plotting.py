@@ -35,5 +35,17 @@ def test_confusion_matrix_plot_normalizes_rows():
 def test_confusion_matrix_plot_refuses_a_non_square_matrix():
     import pytest
 
-    with pytest.raises(ValueError, match="must be square"):
+    with pytest.raises(ValueError, match=r"square.*\(2, 3\)"):
         plotting.plot_confusion_matrix(np.zeros((2, 3)))
+
+
+def test_figures_refuse_images_that_are_not_28_by_28_and_labels_that_do_not_match():
+    import pytest
+
+    with pytest.raises(ValueError, match=r"images.*784.*\(10, 20\)"):
+        plotting.plot_distilled_images(np.zeros((10, 20), np.float32))
+    images = np.zeros((3, 784), np.float32)
+    with pytest.raises(ValueError, match="3 images but 2 labels"):
+        plotting.plot_real_images(images, [0, 1])
+    with pytest.raises(ValueError, match=r"labels.*0\.\.1.*2"):
+        plotting.plot_real_images(images, [0, 1, 2], class_names=["a", "b"])

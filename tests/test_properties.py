@@ -125,7 +125,7 @@ def test_soft_labels_are_probabilities(example):
         checks.labels(labels * 2, num_classes=classes)
 
 
-@settings(max_examples=15)  # each new shape compiles: fewer, still varied
+@settings(max_examples=8)  # each new shape compiles: fewer, still varied
 @given(st.integers(1, 6), num_classes, st.integers(1, 30), st.integers(0, 2**31 - 1))
 def test_the_initial_set_has_each_class_in_order_the_same_number_of_times(per_class, classes,
                                                                           features, seed):
@@ -139,7 +139,7 @@ def test_the_initial_set_has_each_class_in_order_the_same_number_of_times(per_cl
     np.testing.assert_array_equal(images, again)  # the seed fixes it
 
 
-@settings(max_examples=15)  # each new shape compiles: fewer, still varied
+@settings(max_examples=8)  # each new shape compiles: fewer, still varied
 @given(labelled_images(), st.floats(1e-4, 10.0))
 def test_hard_labels_and_their_one_hot_soft_labels_give_the_same_objective(example, l2reg):
     images, labels, classes = example

@@ -33,9 +33,9 @@ def test_minibatches_differ_from_full_batches_and_are_seeded():
 
 
 @pytest.mark.parametrize("images, labels, message", [
-    (np.zeros(784), np.zeros(1, int), r"images must have shape \(n, features\)"),
+    (np.zeros(784), np.zeros(1, int), r"images.*\(784,\)"),
     (np.zeros((3, 784)), np.zeros(2, int), "3 images but 2 labels"),
-    (np.zeros((3, 784)), np.zeros((3, 2, 2)), "labels must be classes"),
+    (np.zeros((3, 784)), np.zeros((3, 2, 2)), r"labels.*\(3, 2, 2\)"),
 ])
 def test_bad_input_is_refused(images, labels, message):
     with pytest.raises(ValueError, match=message):
@@ -44,7 +44,7 @@ def test_bad_input_is_refused(images, labels, message):
 
 def test_a_diverging_run_is_reported():
     images = np.full((2, 5), np.nan, np.float32)
-    with pytest.raises(FloatingPointError, match="training loss became nan at step 1"):
+    with pytest.raises(FloatingPointError, match="nan at step 1"):
         transfer.train_mlp(images, np.array([0, 1]), steps=3)
 
 

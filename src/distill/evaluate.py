@@ -240,7 +240,8 @@ def confusion_matrix(true_labels, predicted_labels, num_classes: int = 10) -> np
                          f"shapes {true_labels.shape} and {predicted_labels.shape}")
     for name, labels in (("true", true_labels), ("predicted", predicted_labels)):
         if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(f"{name} labels must lie in 0..{num_classes - 1}")
+            raise ValueError(f"{name} labels must lie in 0..{num_classes - 1}, got values "
+                             f"{labels.min()}..{labels.max()}")
     counts = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(counts, (true_labels, predicted_labels), 1)
     return counts

@@ -56,8 +56,9 @@ class Lbfgs:
     is accepted. Compiling one small program, rather than a solver loop with
     the line search inside, keeps compilation short.
 
-    A trial is accepted when its loss meets the sufficient-decrease (Armijo)
-    condition; a NaN or infinite loss fails it like too small a decrease. After
+    A trial is accepted when its loss is strictly lower and meets the
+    sufficient-decrease (Armijo) condition; a NaN or infinite loss fails it
+    like too small a decrease. After
     ``max_halvings`` halvings of the step without success, the step fails
     (``state.failed``) and the variables stay where they were.
 
@@ -131,7 +132,10 @@ class Lbfgs:
             trial = self._evaluate(candidate, *args)
             trial_loss = float(trial[0])
             finite_trials += bool(np.isfinite(trial_loss))
-            if trial_loss <= value + self.armijo * stepsize * slope:
+            # Strictly lower, too: once the step is tiny, the Armijo term no
+            # longer changes ``value`` in floating point, and a trial with the
+            # same loss (often the same float32 point) would pass.
+            if trial_loss < value and trial_loss <= value + self.armijo * stepsize * slope:
                 return candidate, self._state(*trial, new_memory)
             stepsize /= 2
         if not finite_trials:

@@ -1,12 +1,16 @@
 """Cached results never outlive the code that computed them."""
 
+import dataclasses
 import re
 import shutil
+import threading
+import time
 
 import numpy as np
 import pytest
 
-from distill import cache
+from distill import cache, distillation
+from distill.config import PRESETS
 
 
 @pytest.fixture
@@ -22,6 +26,52 @@ def counted(monkeypatch, tmp_path):
     return compute, calls
 
 
+def test_cached_results_are_computed_once_per_key(counted, tmp_path):
+    compute, calls = counted
+    first = cache.cached("demo", {"a": 1}, compute)
+    again = cache.cached("demo", {"a": 1}, compute)
+    other = cache.cached("demo", {"a": 2}, compute)
+    assert len(calls) == 2
+    np.testing.assert_array_equal(again["values"], first["values"])
+    np.testing.assert_array_equal(other["values"], 2 * first["values"])
+    # A damaged entry is computed again, never read.
+    for entry in (tmp_path / "results").glob("demo-*.npz"):
+        entry.write_bytes(b"not an npz file")
+    cache.cached("demo", {"a": 1}, compute)
+    assert len(calls) == 3
+    # Disabled, it neither reads nor writes.
+    cache.cached("demo", {"a": 1}, compute, enabled=False)
+    assert len(calls) == 4
+
+
+def test_a_result_asked_for_twice_at_once_is_computed_once(counted):
+    compute, calls = counted
+
+    def slow_compute():
+        time.sleep(0.5)
+        return compute()
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.cached("demo", {}, slow_compute)))
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1  # the second waited for the first and read its result
+    np.testing.assert_array_equal(results[0]["values"], results[1]["values"])
+
+
+def test_fingerprints_see_every_value():
+    values = np.zeros((100, 7), np.float32)
+    changed = values.copy()
+    changed[57, 3] = 1e-6
+    assert cache.fingerprint(values) == cache.fingerprint(values.copy())
+    assert cache.fingerprint(values) != cache.fingerprint(changed)
+    assert cache.fingerprint(values) != cache.fingerprint(values.astype(np.float64))
+    assert cache.fingerprint(values) != cache.fingerprint(values.reshape(7, 100))
+
+
 def test_a_change_in_the_helpers_source_misses_the_cache(monkeypatch, counted):
     compute, calls = counted
     first = cache.cached("demo", {"a": 1}, compute)
@@ -32,6 +82,11 @@ def test_a_change_in_the_helpers_source_misses_the_cache(monkeypatch, counted):
     changed = cache.cached("demo", {"a": 1}, compute)
     assert len(calls) == 2
     np.testing.assert_array_equal(changed["values"], [2.0, 2.0, 2.0])
+
+    versions = {**cache.library_versions(), "jax": "0.0.0"}  # another JAX
+    monkeypatch.setattr(cache, "library_versions", lambda: versions)
+    cache.cached("demo", {"a": 1}, compute)
+    assert len(calls) == 3
 
 
 def test_the_source_hash_sees_every_python_file_and_only_their_content(tmp_path):
@@ -66,3 +121,37 @@ def test_the_source_hash_sees_every_python_file_and_only_their_content(tmp_path)
 def test_the_source_hash_refuses_a_folder_without_code(tmp_path):
     with pytest.raises(ValueError, match=re.escape(f"package_dir={str(tmp_path)!r}")):
         cache.source_hash(tmp_path)
+
+
+def test_distilled_runs_once_then_reads_back_the_same_result(monkeypatch, tmp_path, toy_train):
+    monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path))
+    config = dataclasses.replace(PRESETS["learned-l2reg"], steps=4)
+    runs = []
+    distill = distillation.distill
+
+    def counted_distill(*args, **kwargs):
+        runs.append(None)
+        return distill(*args, **kwargs)
+
+    monkeypatch.setattr(distillation, "distill", counted_distill)
+    first = cache.distilled(toy_train.images, toy_train.labels, config)
+    again = cache.distilled(toy_train.images, toy_train.labels, config)
+    assert len(runs) == 1
+    # Inner solves cut short are warned about when the result is read back too.
+    short = dataclasses.replace(config, inner_maxiter=2)
+    with pytest.warns(RuntimeWarning, match="maxiter=2"):
+        cache.distilled(toy_train.images, toy_train.labels, short)
+    with pytest.warns(RuntimeWarning, match="maxiter=2"):
+        cache.distilled(toy_train.images, toy_train.labels, short)
+    assert len(runs) == 2
+    for field in dataclasses.fields(first):
+        a, b = getattr(first, field.name), getattr(again, field.name)
+        if isinstance(a, (str, int, float, distillation.DistillConfig)):
+            assert a == b, field.name
+        else:
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=field.name)
+    assert first.steps == 4 and first.l2reg != config.l2reg  # a real run, λ learned
+
+    cache.distilled(toy_train.images, toy_train.labels, dataclasses.replace(config, seed=1))
+    cache.distilled(toy_train.images[::-1], toy_train.labels[::-1], config)
+    assert len(runs) == 4  # another seed, other data: distilled again

@@ -50,44 +50,6 @@ def test_measure_compiled_returns_the_output_and_refuses_zero_repeats():
         profiling.measure_compiled(lambda a: a, x, repeats=0)
 
 
-def test_cached_results_are_computed_once_per_key(monkeypatch, tmp_path):
-    from distill import cache
-
-    monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path))
-    calls = []
-
-    def compute():
-        calls.append(None)
-        return {"values": np.arange(3.0) * len(calls)}
-
-    first = cache.cached("demo", {"a": 1}, compute)
-    again = cache.cached("demo", {"a": 1}, compute)
-    other = cache.cached("demo", {"a": 2}, compute)
-    assert len(calls) == 2
-    np.testing.assert_array_equal(again["values"], first["values"])
-    np.testing.assert_array_equal(other["values"], 2 * first["values"])
-    # A damaged entry is computed again, never read.
-    for entry in (tmp_path / "results").glob("demo-*.npz"):
-        entry.write_bytes(b"not an npz file")
-    cache.cached("demo", {"a": 1}, compute)
-    assert len(calls) == 3
-    # Disabled, it neither reads nor writes.
-    cache.cached("demo", {"a": 1}, compute, enabled=False)
-    assert len(calls) == 4
-
-
-def test_fingerprints_see_every_value():
-    from distill import cache
-
-    values = np.zeros((100, 7), np.float32)
-    changed = values.copy()
-    changed[57, 3] = 1e-6
-    assert cache.fingerprint(values) == cache.fingerprint(values.copy())
-    assert cache.fingerprint(values) != cache.fingerprint(changed)
-    assert cache.fingerprint(values) != cache.fingerprint(values.astype(np.float64))
-    assert cache.fingerprint(values) != cache.fingerprint(values.reshape(7, 100))
-
-
 def test_baselines_from_the_cache_equal_fresh_ones(monkeypatch, tmp_path, toy_dataset):
     monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path))
     train, test = toy_dataset.train, toy_dataset.test
@@ -145,3 +107,16 @@ def test_following_the_test_accuracy_records_every_step(toy_dataset):
                                                    toy_dataset.test.labels)
     assert follow.weight_norms[-1] == pytest.approx(float(np.linalg.norm(result.inner_params)))
     assert follow.weight_norms[0] < follow.weight_norms[-1]  # the model grows as the images learn
+
+
+def test_functions_measured_side_by_side_give_their_outputs_and_refuse_bad_arguments():
+    x = jax.numpy.ones((200, 200))
+    costs = profiling.measure_compiled_side_by_side(
+        {"product": lambda a: (a @ a).sum(), "sum": lambda a: a.sum()}, x, repeats=3)
+    assert list(costs) == ["product", "sum"]
+    assert float(costs["product"].output) == 200 * 200 * 200
+    assert float(costs["sum"].output) == 200 * 200
+    with pytest.raises(ValueError, match="functions"):
+        profiling.measure_compiled_side_by_side({}, x)
+    with pytest.raises(ValueError, match="repeats.*0"):
+        profiling.measure_compiled_side_by_side({"sum": lambda a: a.sum()}, x, repeats=0)

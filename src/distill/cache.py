@@ -10,11 +10,19 @@ that computed it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import importlib.metadata
 import json
+import os
 import zipfile
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no locks, concurrent processes may compute twice
+    fcntl = None
 
 import numpy as np
 
@@ -69,26 +77,129 @@ def source_hash(package_dir: Path = PACKAGE_DIR) -> str:
     return digest.hexdigest()
 
 
+#: The environment variable that puts the results elsewhere than the array cache.
+RESULTS_DIR_ENV = "DISTILL_RESULTS_DIR"
+
+
 def results_dir() -> Path:
-    return data.cache_dir() / "results"
+    """The folder of cached results: ``DISTILL_RESULTS_DIR``, or ``results/`` under
+    :func:`distill.data.cache_dir`."""
+    return Path(os.environ.get(RESULTS_DIR_ENV) or data.cache_dir() / "results")
+
+
+@functools.lru_cache(maxsize=None)
+def library_versions() -> dict[str, str]:
+    """The versions of the libraries whose numbers every cached result depends on."""
+    return {name: importlib.metadata.version(name) for name in ("jax", "jaxlib", "jaxopt", "numpy")}
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """Hold an exclusive lock on ``path`` + ``.lock``: one process computes a result, others wait."""
+    if fcntl is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _read(path: Path) -> dict[str, np.ndarray] | None:
+    try:
+        with np.load(path) as arrays:
+            return {name: arrays[name] for name in arrays.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None  # absent or damaged: compute it again
 
 
 def cached(kind: str, key: dict, compute, *, enabled: bool = True) -> dict[str, np.ndarray]:
     """``compute()`` (a dict of arrays), or the copy saved by an earlier call with the same key.
 
-    ``key`` must hold everything the result depends on besides the helper's
-    code, as JSON-serializable values (use :func:`fingerprint` for arrays);
-    the :func:`source_hash` of the helper is added to it here.
+    Every key also holds the :func:`source_hash` of the helper and the
+    :func:`library_versions`, so no result outlives the code that computed
+    it. Processes that ask for the same result at the same time (two
+    executions of a chapter side by side) compute it once: the others wait
+    for it and read it.
+
+    Args:
+      kind: what is computed, a short name (also the file name's prefix).
+      key: everything the result depends on besides the code, as
+        JSON-serializable values (use :func:`fingerprint` for arrays).
+      compute: ``compute() -> dict`` of arrays (or values NumPy turns into arrays).
+      enabled: when False, just ``compute()``: nothing is read or written.
+
+    Returns:
+      The result, as a dict of NumPy arrays.
     """
     if not enabled:
         return compute()
-    text = json.dumps({"kind": kind, "source": source_hash(), **key}, sort_keys=True)
+    text = json.dumps({"kind": kind, "source": source_hash(), "versions": library_versions(),
+                       **key}, sort_keys=True)
     path = results_dir() / f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:20]}.npz"
-    try:
-        with np.load(path) as arrays:
-            return {name: arrays[name] for name in arrays.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        pass  # absent or damaged: compute it again
-    result = {name: np.asarray(value) for name, value in compute().items()}
-    write_atomically(path, lambda file: np.savez(file, **result))
+    result = _read(path)
+    if result is not None:
+        return result
+    with _locked(path):
+        result = _read(path)  # computed by another process while this one waited
+        if result is None:
+            result = {name: np.asarray(value) for name, value in compute().items()}
+            write_atomically(path, lambda file: np.savez(file, **result))
     return result
+
+
+def distilled(train_images, train_labels, config, *, use_cache: bool = True):
+    """``distill(train_images, train_labels, config)``, computed once for the same data, config and code.
+
+    For the runs several chapters (or two executions of one chapter) need:
+    a later call with the same training data and configuration reads the
+    result back from disk instead of distilling again, with its recorded
+    ``seconds`` and ``compile_seconds``. The model is logistic regression
+    (:func:`distill.distillation.distill` without ``objective``); no progress
+    bar or callback, since a result read back has no steps to show. Inner
+    solves that stopped at their iteration limit are warned about again
+    when the result is read back.
+
+    Args:
+      train_images: (n, num_features) real images.
+      train_labels: (n,) integer classes.
+      config: the run's :class:`~distill.config.DistillConfig`.
+      use_cache: read and write the on-disk cache.
+
+    Returns:
+      The run's :class:`~distill.distillation.DistillResult`.
+    """
+    from distill import distillation  # a layer above this module's others
+
+    fresh = []
+
+    def compute():
+        run = distillation.distill(train_images, train_labels, config, progress=False)
+        fresh.append(run)
+        return dict(
+            images=run.images, labels=run.labels, l2reg=run.l2reg, inner_params=run.inner_params,
+            loss_history=run.loss_history, l2reg_history=run.l2reg_history,
+            inner_errors=run.inner_errors, inner_not_converged=run.inner_not_converged,
+            steps=run.steps, stop_reason=run.stop_reason, seconds=run.seconds,
+            compile_seconds=run.compile_seconds)
+
+    key = {"train": [fingerprint(train_images), fingerprint(train_labels)],
+           "config": config.to_dict()}
+    saved = cached("distilled", key, compute, enabled=use_cache)
+    if fresh:
+        return fresh[0]
+    if saved["inner_not_converged"]:
+        distillation._warn_inner_not_converged(
+            config, int(saved["inner_not_converged"]), saved["inner_errors"].tolist())
+    return distillation.DistillResult(
+        images=saved["images"], labels=saved["labels"], l2reg=float(saved["l2reg"]),
+        loss_history=saved["loss_history"].tolist(),
+        l2reg_history=saved["l2reg_history"].tolist(),
+        inner_errors=saved["inner_errors"].tolist(),
+        inner_not_converged=int(saved["inner_not_converged"]),
+        inner_params=saved["inner_params"], steps=int(saved["steps"]),
+        stop_reason=str(saved["stop_reason"]), seconds=float(saved["seconds"]),
+        compile_seconds=float(saved["compile_seconds"]), config=config)

@@ -65,6 +65,52 @@ def measure_compiled(fun, *args, repeats: int = 5) -> CompiledCost:
                         int(analysis.temp_size_in_bytes), output)
 
 
+def measure_compiled_side_by_side(functions: dict, *args, repeats: int = 21) -> dict:
+    """:func:`measure_compiled` for several functions of the same arguments, their calls interleaved.
+
+    Each round calls every function once, in turn, so that all of them meet
+    the same load on a shared machine: their medians compare even where the
+    load changes over the measurement, which timing one function after the
+    other does not give.
+
+    Args:
+      functions: ``{name: fun}``, each JAX-traceable in all of ``args``.
+      *args: their arguments (arrays or pytrees of arrays).
+      repeats: timed rounds, after one untimed warm-up call of each.
+
+    Returns:
+      ``{name: CompiledCost}``; each ``output`` is the warm-up call's result.
+
+    Raises:
+      ValueError: when ``functions`` is empty or ``repeats`` is below 1.
+      RuntimeError: when the backend gives no memory analysis.
+    """
+    if not functions:
+        raise ValueError("functions is empty: give at least one {name: fun}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    compiled, compile_seconds, outputs = {}, {}, {}
+    for name, fun in functions.items():
+        start = time.perf_counter()
+        compiled[name] = jax.jit(fun).lower(*args).compile()
+        compile_seconds[name] = time.perf_counter() - start
+        outputs[name] = jax.block_until_ready(compiled[name](*args))
+    times = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, program in compiled.items():
+            start = time.perf_counter()
+            jax.block_until_ready(program(*args))
+            times[name].append(time.perf_counter() - start)
+    costs = {}
+    for name, program in compiled.items():
+        analysis = program.memory_analysis()
+        if analysis is None:
+            raise RuntimeError(f"the {jax.default_backend()} backend gives no memory analysis")
+        costs[name] = CompiledCost(compile_seconds[name], statistics.median(times[name]),
+                                   int(analysis.temp_size_in_bytes), outputs[name])
+    return costs
+
+
 def hypergradient_cost(images, labels, train_images, train_labels, *, iterations: int,
                        method: str, l2reg: float = 0.1, repeats: int = 3,
                        **inner_solver_options) -> CompiledCost:

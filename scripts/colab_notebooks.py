@@ -32,9 +32,9 @@ WORK then holds:
   that every chapter loads its data through TFDS and computes its
   baselines, as a first Colab session does (the chapters share them, as one
   Colab session's would). ``DISTILL_DATA_DIR`` (the offline dataset files)
-  passes through, and so does ``DISTILL_RESULTS_DIR``: ``scripts/test.sh``
-  sets it to a results cache shared with the book build, so that a result
-  both executions need is computed once;
+  passes through, and so does ``DISTILL_RUNS_DIR``: ``scripts/test.sh``
+  sets it to a folder of distillation runs (``distill.cache.distilled``,
+  chapter 8's) shared with the book build, so that each is computed once;
 - ``notebooks/``: the committed ``.ipynb`` files (the files Colab opens),
   each with three cells added and one URL changed. Colab is recognised by
   the notebooks through ``"google.colab" in sys.modules``: a cell in front of

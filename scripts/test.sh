@@ -56,12 +56,12 @@ fi
 rm -rf "$ROOT/_build"
 mkdir -p "$ROOT/_build"
 export DISTILL_CACHE_DIR="$ROOT/_build/distill-cache"
-# The two executions of the chapters share one results cache (keyed on the
-# helper's code, the library versions, the data and every setting; the unit
-# tests keep theirs): a result both need, such as chapter 8's eighteen
-# distillations, is computed by the execution that gets there first, while
-# the other waits for it and reads it.
-SHARED_RESULTS="$ROOT/_build/shared-results"
+# The two executions of the chapters share the distillation runs of
+# cache.distilled (chapter 8's eighteen; keyed on the helper's code, the
+# library versions, the data and every setting), and only those: the one
+# that gets to a run first computes it, while the other waits for it and
+# reads it. The unit tests keep their own.
+SHARED_RUNS="$ROOT/_build/shared-runs"
 # The datasets, read once before anything runs side by side, so that two
 # processes never prepare the same TFDS dataset at the same time.
 python -c 'from distill import data
@@ -90,7 +90,7 @@ export DISTILL_BOOK_STATUS="$ROOT/_build/book-build.status"
 export JAX_COMPILATION_CACHE_DIR="$ROOT/_build/xla-cache"
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0.1
 echo "== building the book in the background (log: _build/book-build.log)"
-DISTILL_RESULTS_DIR="$SHARED_RESULTS" setsid --wait bash -c 'bash "$1/scripts/build_book.sh" >"$1/_build/book-build.log" 2>&1
+DISTILL_RUNS_DIR="$SHARED_RUNS" setsid --wait bash -c 'bash "$1/scripts/build_book.sh" >"$1/_build/book-build.log" 2>&1
     echo $? >"$2.tmp" && mv "$2.tmp" "$2"' _ "$ROOT" "$DISTILL_BOOK_STATUS" &
 book_pid=$!
 
@@ -116,7 +116,7 @@ phase_done "waiting for the Colab stand-in"
 # test of the built book, which first waits for the book build to finish.
 mapfile -t notebooks <_build/colab-notebooks.txt
 echo "== pytest: ${#notebooks[@]} chapters as Colab runs them, then the built book in a browser"
-DISTILL_RESULTS_DIR="$SHARED_RESULTS" JUPYTER_PATH="$COLAB_WORK/jupyter/share/jupyter" python -m pytest "${notebooks[@]}" \
+DISTILL_RUNS_DIR="$SHARED_RUNS" JUPYTER_PATH="$COLAB_WORK/jupyter/share/jupyter" python -m pytest "${notebooks[@]}" \
     tests/test_rendered_book.py --nbval-lax --nbval-kernel-name distill-colab \
     --nbval-cell-timeout 1800 -p no:cacheprovider --durations=10 "$@" || status=$?
 wait "$book_pid" || true

@@ -138,3 +138,9 @@ def x64():
         yield
     finally:
         jax.config.update("jax_enable_x64", False)
+
+
+@pytest.fixture(autouse=True)
+def _no_shared_runs(monkeypatch):
+    """Every test keeps its results in its own cache, even where DISTILL_RUNS_DIR is set."""
+    monkeypatch.delenv("DISTILL_RUNS_DIR", raising=False)

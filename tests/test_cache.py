@@ -155,3 +155,11 @@ def test_distilled_runs_once_then_reads_back_the_same_result(monkeypatch, tmp_pa
     cache.distilled(toy_train.images, toy_train.labels, dataclasses.replace(config, seed=1))
     cache.distilled(toy_train.images[::-1], toy_train.labels[::-1], config)
     assert len(runs) == 4  # another seed, other data: distilled again
+    assert len(list((tmp_path / "results").glob("distilled-*.npz"))) == 4
+
+    # DISTILL_RUNS_DIR moves the runs, and only them, to a folder of their own.
+    monkeypatch.setenv("DISTILL_RUNS_DIR", str(tmp_path / "runs"))
+    cache.distilled(toy_train.images, toy_train.labels, config)
+    assert len(runs) == 5
+    assert len(list((tmp_path / "runs").glob("distilled-*.npz"))) == 1
+    assert cache.cached("demo", {}, lambda: {"a": 1}) and not list((tmp_path / "runs").glob("demo-*"))

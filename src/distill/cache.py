@@ -77,20 +77,37 @@ def source_hash(package_dir: Path = PACKAGE_DIR) -> str:
     return digest.hexdigest()
 
 
-#: The environment variable that puts the results elsewhere than the array cache.
-RESULTS_DIR_ENV = "DISTILL_RESULTS_DIR"
+#: The environment variable that puts :func:`distilled`'s runs elsewhere than the other results.
+RUNS_DIR_ENV = "DISTILL_RUNS_DIR"
 
 
 def results_dir() -> Path:
-    """The folder of cached results: ``DISTILL_RESULTS_DIR``, or ``results/`` under
-    :func:`distill.data.cache_dir`."""
-    return Path(os.environ.get(RESULTS_DIR_ENV) or data.cache_dir() / "results")
+    """The folder of cached results: ``results/`` under :func:`distill.data.cache_dir`."""
+    return data.cache_dir() / "results"
+
+
+def runs_dir() -> Path:
+    """The folder of :func:`distilled`'s runs: ``DISTILL_RUNS_DIR``, or else :func:`results_dir`.
+
+    A folder of their own lets two processes with caches of their own share
+    just these runs (``scripts/test.sh`` does, for its two executions of the
+    chapters).
+    """
+    folder = os.environ.get(RUNS_DIR_ENV)
+    return Path(folder).expanduser().resolve() if folder else results_dir()
 
 
 @functools.lru_cache(maxsize=None)
 def library_versions() -> dict[str, str]:
     """The versions of the libraries whose numbers every cached result depends on."""
     return {name: importlib.metadata.version(name) for name in ("jax", "jaxlib", "jaxopt", "numpy")}
+
+
+def _numerics() -> dict:
+    """Where and how JAX computes: a GPU's numbers are not a CPU's, nor float64's float32's."""
+    import jax
+
+    return {"backend": jax.default_backend(), "x64": bool(jax.config.jax_enable_x64)}
 
 
 @contextlib.contextmanager
@@ -116,12 +133,14 @@ def _read(path: Path) -> dict[str, np.ndarray] | None:
         return None  # absent or damaged: compute it again
 
 
-def cached(kind: str, key: dict, compute, *, enabled: bool = True) -> dict[str, np.ndarray]:
+def cached(kind: str, key: dict, compute, *, enabled: bool = True,
+           folder: Path | None = None) -> dict[str, np.ndarray]:
     """``compute()`` (a dict of arrays), or the copy saved by an earlier call with the same key.
 
-    Every key also holds the :func:`source_hash` of the helper and the
-    :func:`library_versions`, so no result outlives the code that computed
-    it. Processes that ask for the same result at the same time (two
+    Every key also holds the :func:`source_hash` of the helper, the
+    :func:`library_versions`, JAX's backend and whether it runs in 64-bit
+    mode, so no result outlives the code that computed it or is read where
+    other numerics would compute it. Processes that ask for the same result at the same time (two
     executions of a chapter side by side) compute it once: the others wait
     for it and read it.
 
@@ -131,6 +150,7 @@ def cached(kind: str, key: dict, compute, *, enabled: bool = True) -> dict[str, 
         JSON-serializable values (use :func:`fingerprint` for arrays).
       compute: ``compute() -> dict`` of arrays (or values NumPy turns into arrays).
       enabled: when False, just ``compute()``: nothing is read or written.
+      folder: where the result is kept (default :func:`results_dir`).
 
     Returns:
       The result, as a dict of NumPy arrays.
@@ -138,8 +158,9 @@ def cached(kind: str, key: dict, compute, *, enabled: bool = True) -> dict[str, 
     if not enabled:
         return compute()
     text = json.dumps({"kind": kind, "source": source_hash(), "versions": library_versions(),
-                       **key}, sort_keys=True)
-    path = results_dir() / f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:20]}.npz"
+                       "numerics": _numerics(), **key}, sort_keys=True)
+    folder = results_dir() if folder is None else Path(folder)
+    path = folder / f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:20]}.npz"
     result = _read(path)
     if result is not None:
         return result
@@ -156,7 +177,7 @@ def distilled(train_images, train_labels, config, *, use_cache: bool = True):
 
     For the runs several chapters (or two executions of one chapter) need:
     a later call with the same training data and configuration reads the
-    result back from disk instead of distilling again, with its recorded
+    result back from :func:`runs_dir` instead of distilling again, with its recorded
     ``seconds`` and ``compile_seconds``. The model is logistic regression
     (:func:`distill.distillation.distill` without ``objective``); no progress
     bar or callback, since a result read back has no steps to show. Inner
@@ -188,7 +209,7 @@ def distilled(train_images, train_labels, config, *, use_cache: bool = True):
 
     key = {"train": [fingerprint(train_images), fingerprint(train_labels)],
            "config": config.to_dict()}
-    saved = cached("distilled", key, compute, enabled=use_cache)
+    saved = cached("distilled", key, compute, enabled=use_cache, folder=runs_dir())
     if fresh:
         return fresh[0]
     if saved["inner_not_converged"]:

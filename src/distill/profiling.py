@@ -68,10 +68,11 @@ def measure_compiled(fun, *args, repeats: int = 5) -> CompiledCost:
 def measure_compiled_side_by_side(functions: dict, *args, repeats: int = 21) -> dict:
     """:func:`measure_compiled` for several functions of the same arguments, their calls interleaved.
 
-    Each round calls every function once, in turn, so that all of them meet
-    the same load on a shared machine: their medians compare even where the
-    load changes over the measurement, which timing one function after the
-    other does not give.
+    Each round calls every function once, in turn (starting with the next
+    function each round, so that none always follows the same one), so that
+    all of them meet the same load on a shared machine: their medians
+    compare even where the load changes over the measurement, which timing
+    one function after the other does not give.
 
     Args:
       functions: ``{name: fun}``, each JAX-traceable in all of ``args``.
@@ -96,10 +97,12 @@ def measure_compiled_side_by_side(functions: dict, *args, repeats: int = 21) -> 
         compile_seconds[name] = time.perf_counter() - start
         outputs[name] = jax.block_until_ready(compiled[name](*args))
     times = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, program in compiled.items():
+    names = list(functions)
+    for round_ in range(repeats):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
-            jax.block_until_ready(program(*args))
+            jax.block_until_ready(compiled[name](*args))
             times[name].append(time.perf_counter() - start)
     costs = {}
     for name, program in compiled.items():

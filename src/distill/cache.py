@@ -36,7 +36,17 @@ _fingerprints: dict[int, tuple[object, str]] = {}
 
 
 def fingerprint(array) -> str:
-    """A hash of an array's shape, dtype and every value (remembered per array object)."""
+    """A hash of an array's shape, dtype and every value, for the keys of :func:`cached`.
+
+    Remembered per array object, so that fingerprinting the 60,000 training
+    images again costs nothing.
+
+    Args:
+      array: a NumPy or JAX array (or anything ``np.asarray`` takes).
+
+    Returns:
+      The hash as 32 hexadecimal digits.
+    """
     remembered = _fingerprints.get(id(array))
     if remembered is not None and remembered[0] is array:
         return remembered[1]
@@ -82,7 +92,11 @@ RUNS_DIR_ENV = "DISTILL_RUNS_DIR"
 
 
 def results_dir() -> Path:
-    """The folder of cached results: ``results/`` under :func:`distill.data.cache_dir`."""
+    """The folder of cached results.
+
+    Returns:
+      ``results/`` under :func:`distill.data.cache_dir` (it may not exist yet).
+    """
     return data.cache_dir() / "results"
 
 
@@ -92,6 +106,9 @@ def runs_dir() -> Path:
     A folder of their own lets two processes with caches of their own share
     just these runs (``scripts/test.sh`` does, for its two executions of the
     chapters).
+
+    Returns:
+      The folder's absolute path (it may not exist yet).
     """
     folder = os.environ.get(RUNS_DIR_ENV)
     return Path(folder).expanduser().resolve() if folder else results_dir()
@@ -99,7 +116,11 @@ def runs_dir() -> Path:
 
 @functools.lru_cache(maxsize=None)
 def library_versions() -> dict[str, str]:
-    """The versions of the libraries whose numbers every cached result depends on."""
+    """The versions of the libraries whose numbers every cached result depends on.
+
+    Returns:
+      ``{name: version}`` for JAX, jaxlib, JAXopt and NumPy, as installed.
+    """
     return {name: importlib.metadata.version(name) for name in ("jax", "jaxlib", "jaxopt", "numpy")}
 
 

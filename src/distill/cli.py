@@ -37,6 +37,11 @@ maxiter: the hypergradient is then not the true one."""
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line's options, with the defaults of ``PRESETS[DEFAULT_PRESET]``.
+
+    Returns:
+      The ``argparse`` parser of ``python -m distill``.
+    """
     defaults = PRESETS[DEFAULT_PRESET]
     parser = argparse.ArgumentParser(
         prog="python -m distill", epilog=EPILOG,
@@ -96,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> DistillConfig:
     """The run's configuration (its dataset is ``dataset_from_args``).
 
+    Args:
+      args: the parsed options (:func:`build_parser`).
+
+    Returns:
+      The preset's :class:`~distill.config.DistillConfig` (``--preset``, or
+      ``DEFAULT_PRESET``) with the options given on the command line.
+
     Raises:
       ValueError: naming the option, when one is invalid or conflicts with a
         preset that fixes its own configuration.
@@ -132,14 +144,28 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
 
 
 def dataset_from_args(args: argparse.Namespace) -> str:
-    """The dataset to distill: ``--dataset``, or MNIST."""
+    """The dataset to distill.
+
+    Args:
+      args: the parsed options (:func:`build_parser`).
+
+    Returns:
+      ``--dataset``, or ``DEFAULT_DATASET`` (MNIST) when it is not given.
+    """
     return args.dataset or DEFAULT_DATASET
 
 
 def check_output(args: argparse.Namespace) -> str | None:
-    """Why ``--out`` cannot be written, or None. Checked before any work is done.
+    """Why ``--out`` cannot be written, checked before any work is done.
 
-    Creates the folders of ``--out`` (call it after every other check)."""
+    Creates the folders of ``--out`` (call it after every other check).
+
+    Args:
+      args: the parsed options (:func:`build_parser`).
+
+    Returns:
+      A message naming ``--out`` and what to do, or None when it can be written.
+    """
     out = Path(args.out)
     if out.is_dir():
         return f"--out {out} is a folder: give a file name, e.g. {out / 'distilled.npz'}"
@@ -160,6 +186,18 @@ def check_output(args: argparse.Namespace) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m distill``: check the options and files, load, distill, report, save.
+
+    Args:
+      argv: the options (default: ``sys.argv[1:]``).
+
+    Returns:
+      The exit status: 0 on success; 2 when ``--resume`` or the dataset
+      cannot be read (bad options exit through ``argparse``, also with 2,
+      naming the option); ``EXIT_NON_FINITE`` when the outer loss became NaN
+      or infinite and ``EXIT_INTERRUPTED`` after Ctrl-C, the last complete
+      step saved in ``--out`` either way.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -263,7 +301,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_summary(result, config: DistillConfig, accuracy: float) -> None:
-    """What the run did, why it stopped, what it learned and how well it teaches."""
+    """Print what the run did, why it stopped, what it learned and how well it teaches.
+
+    Args:
+      result: the run's :class:`~distill.distillation.DistillResult`.
+      config: its configuration.
+      accuracy: the test accuracy of logistic regression trained on the set.
+
+    Returns:
+      None; it prints.
+    """
     stopped = {"converged": f"the outer gradient norm fell below {config.outer_tol}",
                "max_steps": f"--steps {config.steps} reached",
                "line_search_failed": "the line search found no lower loss: it is flat to "

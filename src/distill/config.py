@@ -88,7 +88,11 @@ class DistillConfig:
                                  f"got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict:
-        """The fields as plain Python values (what :mod:`distill.io` stores as JSON)."""
+        """The fields as plain Python values (what :mod:`distill.io` stores as JSON).
+
+        Returns:
+          ``{field name: value}`` for every field, JSON-serializable.
+        """
         return {field.name: _plain(getattr(self, field.name))
                 for field in dataclasses.fields(self)}
 
@@ -98,6 +102,15 @@ class DistillConfig:
 
         Fields missing from ``fields`` take their defaults, so that a file
         written before a field existed still reads.
+
+        Args:
+          fields: ``{field name: value}``, as :meth:`to_dict` gives.
+
+        Returns:
+          The configuration, validated like any other.
+
+        Raises:
+          ValueError: naming the unknown field(s), or the field whose value is invalid.
         """
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(fields) - known)

@@ -176,12 +176,20 @@ class Dataset:
 
     @property
     def num_classes(self) -> int:
-        """The number of classes: ``len(class_names)``."""
+        """The number of classes.
+
+        Returns:
+          ``len(class_names)``.
+        """
         return len(self.class_names)
 
     @property
     def num_features(self) -> int:
-        """The pixels per image: the width of ``train.images``."""
+        """The pixels per image.
+
+        Returns:
+          The width of ``train.images`` (784 for 28 x 28 images).
+        """
         return self.train.images.shape[1]
 
 

@@ -77,6 +77,7 @@ class DistillResult:
 
     @property
     def final_loss(self) -> float:
+        """The outer loss at the final set: the last of ``loss_history``."""
         return self.loss_history[-1]
 
 
@@ -86,6 +87,11 @@ def initial_distilled_set(config: DistillConfig, num_classes: int = 10,
 
     With one image per class this is exactly the original notebook's
     ``normal(PRNGKey(0), (10, 784)) / 784`` with labels 0..9.
+
+    Args:
+      config: its ``seed`` and ``images_per_class`` are used.
+      num_classes: the number of classes.
+      num_features: the pixels per image.
 
     Returns:
       ``(images, labels)``: (k, num_features) and (k,) with
@@ -99,6 +105,12 @@ def initial_distilled_set(config: DistillConfig, num_classes: int = 10,
 
 def initial_variables(config: DistillConfig, images, labels, num_classes: int = 10) -> dict:
     """The outer problem's variables: ``images``, and what ``config`` learns besides.
+
+    Args:
+      config: its ``learn_l2reg``, ``learn_labels`` and starting ``l2reg`` are used.
+      images: (k, num_features) starting images.
+      labels: (k,) integer classes of the images.
+      num_classes: the number of classes.
 
     Returns:
       A dict with ``"images"``, plus ``"log_l2reg"`` (from ``config.l2reg``)
@@ -115,6 +127,11 @@ def initial_variables(config: DistillConfig, images, labels, num_classes: int = 
 
 def l2reg_and_targets(config: DistillConfig, variables: dict, labels):
     """The inner problem's ``l2reg`` and targets for these outer variables.
+
+    Args:
+      config: gives ``l2reg`` when it is not learned.
+      variables: the outer variables (:func:`initial_variables`).
+      labels: (k,) integer classes, the targets when labels are not learned.
 
     Returns:
       ``(l2reg, targets)``: the learned ``exp(log_l2reg)`` or ``config.l2reg``;

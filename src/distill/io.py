@@ -56,6 +56,12 @@ class DistilledSet:
 def validate(images, labels, l2reg, *, num_classes: int = 10) -> DistilledSet:
     """Check shapes, dtypes and values.
 
+    Args:
+      images: (k, num_features) floating-point images.
+      labels: (k,) integer classes, or (k, num_classes) soft labels.
+      l2reg: the inner problem's positive ``l2reg``.
+      num_classes: the number of classes.
+
     Returns:
       A :class:`DistilledSet` of float32 images, the labels and a float ``l2reg``.
 
@@ -98,6 +104,9 @@ def save_distilled(path, images, labels, l2reg, *, loss_history=None,
 
 def load_distilled(path) -> DistilledSet:
     """Read and validate a distilled set written by :func:`save_distilled`.
+
+    Args:
+      path: the ``.npz`` file.
 
     Returns:
       A :class:`DistilledSet`; ``loss_history``, ``config`` and ``dataset``

@@ -99,6 +99,10 @@ class Lbfgs:
     def init(self, variables, *args) -> OuterState:
         """The loss, auxiliary output and gradient at ``variables``; an empty memory.
 
+        Args:
+          variables: the starting point, a pytree of arrays.
+          *args: the further arguments of ``fun``.
+
         Returns:
           The initial :class:`OuterState`.
         """
@@ -106,6 +110,11 @@ class Lbfgs:
 
     def step(self, variables, state: OuterState, *args):
         """One L-BFGS step with its line search.
+
+        Args:
+          variables: the current point.
+          state: the :class:`OuterState` at ``variables``.
+          *args: the further arguments of ``fun``.
 
         Returns:
           ``(variables, state)``: the accepted point, or the same variables
@@ -170,12 +179,29 @@ class GradientDescent:
         return variables, solver_state, self._fun(variables, *args)
 
     def init(self, variables, *args) -> OuterState:
-        """JAXopt's initial state and the loss at ``variables``."""
+        """JAXopt's initial state and the loss at ``variables``.
+
+        Args:
+          variables: the starting point, a pytree of arrays.
+          *args: the further arguments of ``fun``.
+
+        Returns:
+          The initial :class:`OuterState` (``error``: JAXopt's, the step norm).
+        """
         solver_state, (value, aux) = self._init(variables, *args)
         return OuterState(value, aux, float(solver_state.error), False, solver_state)
 
     def step(self, variables, state: OuterState, *args):
-        """One JAXopt update. Returns ``(variables, state)``."""
+        """One JAXopt update.
+
+        Args:
+          variables: the current point.
+          state: the :class:`OuterState` at ``variables``.
+          *args: the further arguments of ``fun``.
+
+        Returns:
+          ``(variables, state)``: the new point and its :class:`OuterState`.
+        """
         variables, solver_state, (value, aux) = self._step(variables, state.internal, *args)
         return variables, OuterState(value, aux, float(solver_state.error), False,
                                      solver_state)
@@ -210,12 +236,29 @@ class Adam:
         return variables, value, aux, (optimizer_state, gradient)
 
     def init(self, variables, *args) -> OuterState:
-        """The loss and gradient at ``variables``, Adam's empty moments."""
+        """The loss and gradient at ``variables``, Adam's empty moments.
+
+        Args:
+          variables: the starting point, a pytree of arrays.
+          *args: the further arguments of ``fun``.
+
+        Returns:
+          The initial :class:`OuterState` (``error`` is ``inf``).
+        """
         value, aux, internal = self._init(variables, *args)
         return OuterState(value, aux, math.inf, False, internal)
 
     def step(self, variables, state: OuterState, *args):
-        """One Adam update. Returns ``(variables, state)``."""
+        """One Adam update.
+
+        Args:
+          variables: the current point.
+          state: the :class:`OuterState` at ``variables``.
+          *args: the further arguments of ``fun``.
+
+        Returns:
+          ``(variables, state)``: the new point and its :class:`OuterState`.
+        """
         variables, value, aux, internal = self._step(variables, state.internal, *args)
         return variables, OuterState(value, aux, math.inf, False, internal)
 

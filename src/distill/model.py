@@ -75,10 +75,12 @@ def scores(images, W):
     """``images @ W``, with a backward pass laid out for a tall ``images``.
 
     The gradient with respect to ``W`` is ``images.T @ g``. For the 60,000 x
-    784 training set, XLA on CPU computes that product about twice as slowly
-    as ``g.T @ images``, its transpose, and it is the largest computation of
-    every outer step, so this backward pass computes the latter and transposes
-    the small result. The values are the same.
+    784 training set, inside the gradient of the loss, XLA on CPU lays that
+    product out more slowly than ``g.T @ images``, its transpose (the two
+    products alone, compiled on their own, take the same time), and the
+    pass over the training set is most of every outer step, so this backward
+    pass computes the latter and transposes the small result. The values are
+    the same; chapter 5 times the loss and its gradient both ways.
 
     Args:
       images: (n, num_features) images.

@@ -47,22 +47,7 @@ def measure_compiled(fun, *args, repeats: int = 5) -> CompiledCost:
       ValueError: when ``repeats`` is below 1.
       RuntimeError: when the backend gives no memory analysis.
     """
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, got {repeats}")
-    start = time.perf_counter()
-    compiled = jax.jit(fun).lower(*args).compile()
-    compile_seconds = time.perf_counter() - start
-    output = jax.block_until_ready(compiled(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - start)
-    analysis = compiled.memory_analysis()
-    if analysis is None:
-        raise RuntimeError(f"the {jax.default_backend()} backend gives no memory analysis")
-    return CompiledCost(compile_seconds, statistics.median(times),
-                        int(analysis.temp_size_in_bytes), output)
+    return measure_compiled_side_by_side({"fun": fun}, *args, repeats=repeats)["fun"]
 
 
 def measure_compiled_side_by_side(functions: dict, *args, repeats: int = 21) -> dict:

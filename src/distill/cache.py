@@ -161,9 +161,9 @@ def cached(kind: str, key: dict, compute, *, enabled: bool = True,
     Every key also holds the :func:`source_hash` of the helper, the
     :func:`library_versions`, JAX's backend and whether it runs in 64-bit
     mode, so no result outlives the code that computed it or is read where
-    other numerics would compute it. Processes that ask for the same result at the same time (two
-    executions of a chapter side by side) compute it once: the others wait
-    for it and read it.
+    other numerics would compute it. Processes that ask for the same result
+    at the same time (two executions of a chapter side by side) compute it
+    once: the others wait for it and read it.
 
     Args:
       kind: what is computed, a short name (also the file name's prefix).
@@ -198,8 +198,8 @@ def distilled(train_images, train_labels, config, *, use_cache: bool = True):
 
     For the runs several chapters (or two executions of one chapter) need:
     a later call with the same training data and configuration reads the
-    result back from :func:`runs_dir` instead of distilling again, with its recorded
-    ``seconds`` and ``compile_seconds``. The model is logistic regression
+    result back from :func:`runs_dir` instead of distilling again, with its
+    recorded ``seconds`` and ``compile_seconds``. The model is logistic regression
     (:func:`distill.distillation.distill` without ``objective``); no progress
     bar or callback, since a result read back has no steps to show. Inner
     solves that stopped at their iteration limit are warned about again
@@ -234,7 +234,7 @@ def distilled(train_images, train_labels, config, *, use_cache: bool = True):
     if fresh:
         return fresh[0]
     if saved["inner_not_converged"]:
-        distillation._warn_inner_not_converged(
+        distillation.warn_inner_not_converged(
             config, int(saved["inner_not_converged"]), saved["inner_errors"].tolist())
     return distillation.DistillResult(
         images=saved["images"], labels=saved["labels"], l2reg=float(saved["l2reg"]),

@@ -390,7 +390,7 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
     # The result.
     not_converged = unconverged()
     if not_converged:
-        _warn_inner_not_converged(config, not_converged, inner_errors)
+        warn_inner_not_converged(config, not_converged, inner_errors)
     final_images, final_labels, final_l2reg = as_set(variables)
     return DistillResult(
         images=final_images, labels=final_labels, l2reg=final_l2reg,
@@ -451,7 +451,20 @@ def _initial_learned_values(config, init_l2reg, init_labels, label_shape) -> dic
     return replaced
 
 
-def _warn_inner_not_converged(config, count, inner_errors):
+def warn_inner_not_converged(config: DistillConfig, count: int, inner_errors) -> None:
+    """Warn that ``count`` inner solves stopped at ``config.inner_maxiter`` before ``inner_tol``.
+
+    What :func:`distill` says at the end of such a run (and
+    :func:`distill.cache.distilled` again when it reads one back).
+
+    Args:
+      config: the run's configuration.
+      count: how many inner solves stopped at their iteration limit.
+      inner_errors: the inner solver's stopping quantity at every solve.
+
+    Returns:
+      None; it issues a ``RuntimeWarning`` attributed to the caller's caller.
+    """
     largest = max(inner_errors, key=lambda error: np.inf if np.isnan(error) else error)
     remedy = ("inner_maxiter, or use inner_solver='lbfgs'"
               if config.inner_solver == "gradient_descent"

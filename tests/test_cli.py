@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from distill import cli, data, evaluate, io, model
+from distill import cli, data, evaluate, io, model, protocol
 from distill.config import PRESETS, DistillConfig
 from tests.conftest import SMALL_SPLITS_PRELUDE, requires_mnist
 
@@ -64,6 +64,49 @@ def test_bad_options_are_refused_naming_the_option_and_the_value(fake_mnist, run
     assert status == 2
     assert re.search(message, err), err
     assert not (tmp_path / "x.npz").exists()
+
+
+# --- evaluate: a set scored by the evaluation protocol ----------------------------------
+
+def _evaluate(capsys, *argv):
+    capsys.readouterr()
+    try:
+        status = cli.main(["evaluate", *map(str, argv), "--no-progress"])
+    except SystemExit as exit_info:
+        status = exit_info.code
+    printed = capsys.readouterr()
+    return status, printed.out, printed.err
+
+
+def test_evaluate_scores_a_file_by_the_protocol_on_its_dataset(fake_mnist, capsys, tmp_path,
+                                                               monkeypatch):
+    monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path / "cache"))
+    path = io.save_distilled(tmp_path / "real.npz", fake_mnist.train.images[::4],
+                             fake_mnist.train.labels[::4], 0.1,
+                             config=PRESETS["learned-l2reg"], dataset="fashion_mnist")
+    status, printed, _ = _evaluate(capsys, path, "--epochs", "2", "--seeds", "2",
+                                   "--no-augment")
+    assert status == 0, printed
+    accuracies = protocol.test_accuracies(
+        fake_mnist.train.images[::4], fake_mnist.train.labels[::4], fake_mnist, seeds=(0, 1),
+        protocol=protocol.Protocol(epochs=2, augment=False), progress=False)
+    assert "50 images, hard labels, fashion_mnist; 2 epochs, without augmentation" in printed
+    assert ("test accuracy per initialization: "
+            + ", ".join(f"{accuracy:.2%}" for accuracy in accuracies)) in printed
+    assert (f"ConvNet test accuracy: {accuracies.mean():.2%} +- "
+            f"{accuracies.std(ddof=1):.2%} (2 initializations") in printed
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["missing.npz"], "cannot evaluate missing.npz: no such file"),
+    (["set.npz", "--seeds", "0"], "--seeds must be a positive integer, got 0"),
+    (["set.npz", "--epochs", "-1"], "--epochs must be a positive integer, got -1"),
+])
+def test_evaluate_refuses_bad_input_naming_it(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    io.save_distilled("set.npz", np.zeros((10, 784), np.float32), np.arange(10), 0.1)
+    status, _, err = _evaluate(capsys, *argv)
+    assert status == 2 and message in err, err
 
 
 # --- the file it writes ------------------------------------------------------------------

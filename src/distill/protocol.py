@@ -22,6 +22,7 @@ on the set and nothing else, then testing it on the real test split:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -88,8 +89,10 @@ def _targets(labels, count: int, num_classes: int) -> jax.Array:
     return jnp.asarray(labels, jnp.float32)
 
 
+@functools.lru_cache(maxsize=16)
 def _make_trainer(protocol: Protocol, count: int, image_shape, num_classes: int):
-    """A compiled ``train(key, images, targets) -> (params, losses)`` for one shape."""
+    """A compiled ``train(key, images, targets) -> (params, losses)`` for one shape
+    (kept, so that every seed of a set reuses one compiled program)."""
     height, width, _ = image_shape
     batch_size = min(protocol.batch_size, count)
     batches = math.ceil(count / batch_size)
@@ -177,7 +180,7 @@ def train_convnet(images, labels, *, standardize: tuple[float, float], seed: int
     images = checks.images(images, num_features=math.prod(image_shape))
     targets = _targets(labels, images.shape[0], num_classes)
     mean, std = standardize
-    train = _make_trainer_cached(protocol, images.shape[0], image_shape, num_classes)
+    train = _make_trainer(protocol, images.shape[0], image_shape, num_classes)
     params, losses = train(jax.random.PRNGKey(seed),
                            (jnp.asarray(images, jnp.float32) - mean) / std, targets)
     losses = np.asarray(losses)
@@ -186,16 +189,6 @@ def train_convnet(images, labels, *, standardize: tuple[float, float], seed: int
         raise FloatingPointError(f"the ConvNet's training loss became {losses[bad]} at epoch "
                                  f"{bad + 1}")
     return params, losses
-
-
-_trainers: dict = {}
-
-
-def _make_trainer_cached(protocol, count, image_shape, num_classes):
-    key = (protocol, count, image_shape, num_classes)
-    if key not in _trainers:
-        _trainers[key] = _make_trainer(protocol, count, image_shape, num_classes)
-    return _trainers[key]
 
 
 @jax.jit

@@ -1,4 +1,5 @@
-"""What defines one distillation run: :class:`DistillConfig` and the named presets.
+"""What defines one distillation run: :class:`DistillConfig` and the named presets
+for logistic regression, :class:`NetworkConfig` for a network.
 
 Plain data, no JAX: the command line reads and checks a configuration, and
 :mod:`distill.io` stores it as JSON beside a distilled set, before anything
@@ -26,8 +27,43 @@ LINEAR_SOLVERS = ("cg", "normal_cg")
 OUTER_OPTIMIZERS = ("lbfgs", "gradient_descent", "adam")
 
 
+class _Fields:
+    """``to_dict`` and ``from_dict`` of the configuration dataclasses."""
+
+    def to_dict(self) -> dict:
+        """The fields as plain Python values (what :mod:`distill.io` stores as JSON).
+
+        Returns:
+          ``{field name: value}`` for every field, JSON-serializable.
+        """
+        return {field.name: _plain(getattr(self, field.name))
+                for field in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> "_Fields":
+        """The configuration ``fields`` describes; ``ValueError`` names an unknown field.
+
+        Fields missing from ``fields`` take their defaults, so that a file
+        written before a field existed still reads.
+
+        Args:
+          fields: ``{field name: value}``, as :meth:`to_dict` gives.
+
+        Returns:
+          The configuration, validated like any other.
+
+        Raises:
+          ValueError: naming the unknown field(s), or the field whose value is invalid.
+        """
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ValueError(f"unknown configuration field(s) {', '.join(unknown)}")
+        return cls(**fields)
+
+
 @dataclasses.dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(_Fields):
     """Everything that defines one distillation run, apart from the data.
 
     The field defaults are the ``"fixed-l2reg"`` preset: the original problem
@@ -87,37 +123,6 @@ class DistillConfig:
                 raise ValueError(f"{name} must be one of {list(choices)}, "
                                  f"got {getattr(self, name)!r}")
 
-    def to_dict(self) -> dict:
-        """The fields as plain Python values (what :mod:`distill.io` stores as JSON).
-
-        Returns:
-          ``{field name: value}`` for every field, JSON-serializable.
-        """
-        return {field.name: _plain(getattr(self, field.name))
-                for field in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, fields: dict) -> "DistillConfig":
-        """The configuration ``fields`` describes; ``ValueError`` names an unknown field.
-
-        Fields missing from ``fields`` take their defaults, so that a file
-        written before a field existed still reads.
-
-        Args:
-          fields: ``{field name: value}``, as :meth:`to_dict` gives.
-
-        Returns:
-          The configuration, validated like any other.
-
-        Raises:
-          ValueError: naming the unknown field(s), or the field whose value is invalid.
-        """
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(fields) - known)
-        if unknown:
-            raise ValueError(f"unknown configuration field(s) {', '.join(unknown)}")
-        return cls(**fields)
-
 
 def _plain(value):
     if isinstance(value, (bool, np.bool_)):
@@ -150,3 +155,61 @@ PRESETS = {
     "learned-l2reg": DistillConfig(learn_l2reg=True, inner_solver="lbfgs",
                                    inner_maxiter=10_000, steps=300),
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig(_Fields):
+    """Everything that defines one distillation for a network, apart from the data.
+
+    The inner problem is logistic regression on the features of a ConvNet
+    (:mod:`distill.network_distillation`), differentiated implicitly as in
+    Part II; the networks come from a pool trained online on the distilled
+    set and re-initialized every ``reset_every`` updates.
+
+    Attributes:
+      images_per_class: distilled images of each class.
+      steps: outer steps (Adam on the images, on a fresh batch of real images each).
+      seed: seeds the initial images (a random real subset), the networks
+        and the real batches.
+      width: channels of the pool's ConvNets.
+      depth: convolution blocks of the pool's ConvNets.
+      pool_size: networks in the pool; each outer step uses the next one.
+      reset_every: online updates after which a network is re-initialized.
+      pool_learning_rate: Adam's step size for the online training of the pool.
+      learning_rate: Adam's step size for the images (on the standardized
+        pixel scale), ``log(l2reg)`` and the label logits.
+      batch_size: real images in each outer step's loss.
+      l2reg: the inner L2 strength on the features (its start when learned).
+      learn_l2reg: learn ``log(l2reg)`` along with the images.
+      learn_labels: learn soft labels along with the images.
+      inner_tol: the inner L-BFGS stops when its gradient norm is below this.
+      inner_maxiter: ... or after this many iterations (counted and warned about).
+    """
+
+    images_per_class: int = 10
+    steps: int = 1000
+    seed: int = 0
+    width: int = 32
+    depth: int = 3
+    pool_size: int = 4
+    reset_every: int = 100
+    pool_learning_rate: float = 1e-3
+    learning_rate: float = 0.01
+    batch_size: int = 256
+    l2reg: float = 1e-3
+    learn_l2reg: bool = True
+    learn_labels: bool = False
+    inner_tol: float = 1e-5
+    inner_maxiter: int = 500
+
+    def __post_init__(self):
+        for name in ("images_per_class", "steps", "width", "depth", "pool_size", "reset_every",
+                     "batch_size", "inner_maxiter"):
+            checks.positive_int(getattr(self, name), name)
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        for name in ("pool_learning_rate", "learning_rate", "l2reg", "inner_tol"):
+            checks.positive_number(getattr(self, name), name)
+        for name in ("learn_l2reg", "learn_labels"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")

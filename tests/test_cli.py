@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from distill import cli, data, evaluate, io, model, protocol
-from distill.config import PRESETS, DistillConfig
+from distill.config import PRESETS, DistillConfig, NetworkConfig
 from tests.conftest import SMALL_SPLITS_PRELUDE, requires_mnist
 
 # --- options ---------------------------------------------------------------------------
@@ -57,6 +57,9 @@ def test_the_seed_preset_accepts_options_equal_to_its_own():
     (["--preset", "seed", "--images-per-class", "10"], "--preset seed.*--images-per-class 10"),
     (["--preset", "seed", "--images", "20"], "--preset seed.*--images 20"),
     (["--preset", "seed", "--dataset", "fashion_mnist"], "--preset seed.*--dataset fashion_mnist"),
+    (["--model", "convnet", "--preset", "fixed-l2reg"], "--preset fixed-l2reg.*--model convnet"),
+    (["--width", "8"], "--width 8 applies to --model convnet only"),
+    (["--model", "convnet", "--width", "0"], "--width.*0"),
 ])
 def test_bad_options_are_refused_naming_the_option_and_the_value(fake_mnist, run_cli, tmp_path,
                                                                  options, message):
@@ -64,6 +67,38 @@ def test_bad_options_are_refused_naming_the_option_and_the_value(fake_mnist, run
     assert status == 2
     assert re.search(message, err), err
     assert not (tmp_path / "x.npz").exists()
+
+
+# --- --model convnet: a set distilled for a network ------------------------------------
+
+CONVNET = ["--model", "convnet", "--width", "4", "--images-per-class", "1"]
+
+
+def test_convnet_writes_a_set_for_a_network_and_resumes_it(fake_mnist, run_cli, tmp_path):
+    out = tmp_path / "convnet.npz"
+    status, printed, err = run_cli(*CONVNET, "--steps", "3", "--out", out)
+    assert status == 0, err
+    distilled = io.load_distilled(out)
+    assert distilled.config == NetworkConfig(width=4, images_per_class=1, steps=3)
+    assert distilled.dataset == "mnist" and distilled.images.shape == (10, 784)
+    np.testing.assert_array_equal(distilled.labels, np.arange(10))
+    assert len(distilled.loss_history) == 3  # one loss per step
+    assert "distilled 10 images for a ConvNet in 3 steps" in printed
+    assert f"score it with: python -m distill evaluate {out}" in printed
+    status, printed, err = run_cli(*CONVNET, "--steps", "2", "--resume", out, "--out", out)
+    assert status == 0, err
+    resumed = io.load_distilled(out)
+    np.testing.assert_array_equal(resumed.loss_history[:3], distilled.loss_history)
+    assert len(resumed.loss_history) == 5
+
+
+def test_a_set_is_resumed_only_for_the_model_it_was_distilled_for(fake_mnist, run_cli,
+                                                                  tmp_path):
+    out = tmp_path / "linear.npz"
+    assert run_cli("--images-per-class", "1", "--steps", "1", "--out", out)[0] == 0
+    status, _, err = run_cli(*CONVNET, "--resume", out, "--out", tmp_path / "next.npz")
+    assert status == 2
+    assert "distilled with --model linear, not --model convnet" in err
 
 
 # --- evaluate: a set scored by the evaluation protocol ----------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from distill import checks
-from distill.config import PRESETS, DistillConfig
+from distill.config import PRESETS, DistillConfig, NetworkConfig
 from distill.data import CLASS_NAMES
 
 #: The configuration without ``--preset``: the book's recommended setting.
@@ -27,6 +27,9 @@ DEFAULT_PRESET = "learned-l2reg"
 
 #: The dataset without ``--dataset``.
 DEFAULT_DATASET = "mnist"
+
+#: Models a set can be distilled for (``--model``).
+MODELS = ("linear", "convnet")
 
 #: Presets that fix every option (the others take --dataset, --steps, ... on top).
 LOCKED_PRESETS = ("seed",)
@@ -63,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "seed 0, CPU only) and takes no other option; 'fixed-l2reg' "
                              "keeps l2reg at 0.1 and hard labels, as the original, on the "
                              "fast path")
+    parser.add_argument("--model", choices=MODELS, default="linear",
+                        help="the model the set is distilled for: 'linear' (default), "
+                             "logistic regression on the pixels (Parts I-II); 'convnet', "
+                             "the benchmarks' ConvNet: logistic regression on the features "
+                             "of a pool of ConvNets trained online (Part III; score the "
+                             "result with 'python -m distill evaluate')")
+    parser.add_argument("--width", type=int,
+                        help="--model convnet: channels of the pool's ConvNets "
+                             f"(default {NetworkConfig().width})")
     parser.add_argument("--dataset", choices=sorted(CLASS_NAMES),
                         help=f"dataset to distill (default {DEFAULT_DATASET})")
     size = parser.add_mutually_exclusive_group()
@@ -105,24 +117,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> DistillConfig:
+def config_from_args(args: argparse.Namespace) -> DistillConfig | NetworkConfig:
     """The run's configuration (its dataset is ``dataset_from_args``).
 
     Args:
       args: the parsed options (:func:`build_parser`).
 
     Returns:
-      The preset's :class:`~distill.config.DistillConfig` (``--preset``, or
-      ``DEFAULT_PRESET``) with the options given on the command line.
+      With ``--model linear``: the preset's :class:`~distill.config.DistillConfig`
+      (``--preset``, or ``DEFAULT_PRESET``) with the options given on the
+      command line. With ``--model convnet``: a
+      :class:`~distill.config.NetworkConfig` with those options.
 
     Raises:
-      ValueError: naming the option, when one is invalid or conflicts with a
-        preset that fixes its own configuration.
+      ValueError: naming the option, when one is invalid, conflicts with a
+        preset that fixes its own configuration, or does not apply to the model.
     """
     overrides = {field: getattr(args, field)
                  for field in ("images_per_class", "steps", "seed", "learn_l2reg",
                                "learn_labels")
                  if getattr(args, field) is not None}
+    model = getattr(args, "model", "linear")
+    if model == "convnet" and args.preset is not None:
+        raise ValueError(f"--preset {args.preset} is a setting of --model linear; drop it "
+                         "or drop --model convnet")
+    if model != "convnet" and getattr(args, "width", None) is not None:
+        raise ValueError(f"--width {args.width} applies to --model convnet only")
+    if model == "convnet" and args.width is not None:
+        overrides["width"] = args.width
     for field in ("images_per_class", "steps"):
         if field in overrides and overrides[field] < 1:
             raise ValueError(f"--{field.replace('_', '-')} must be a positive integer, "
@@ -136,6 +158,10 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig:
     if args.preset == "seed" and args.dataset not in (None, DEFAULT_DATASET):
         raise ValueError(f"--preset seed fixes its own configuration; drop --dataset "
                          f"{args.dataset} or drop --preset")
+    if model == "convnet":
+        if "width" in overrides and overrides["width"] < 1:
+            raise ValueError(f"--width must be a positive integer, got {overrides['width']}")
+        return NetworkConfig(**overrides)
     preset = PRESETS[args.preset or DEFAULT_PRESET]
     if args.preset not in LOCKED_PRESETS:
         return dataclasses.replace(preset, **overrides)
@@ -248,8 +274,6 @@ def main(argv: list[str] | None = None) -> int:
         # A later run loads the compiled outer step instead of compiling it again.
         jax.config.update("jax_compilation_cache_dir", str(data.cache_dir() / "xla"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
-    from distill import distillation, model
-
     start = time.perf_counter()
     try:
         dataset = data.load_dataset(dataset_name, data_dir=args.data_dir)
@@ -258,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"loaded {dataset.name}: {len(dataset.train)} training and {len(dataset.test)} "
           f"test images in {time.perf_counter() - start:.1f} s", flush=True)
+    if isinstance(config, NetworkConfig):
+        return _distill_for_network(args, config, dataset, saved, earlier_history)
+    from distill import distillation, model
 
     if saved is not None:
         print(f"resuming from {args.resume}: outer loss {earlier_history[-1]:.4f} after "
@@ -307,6 +334,62 @@ def main(argv: list[str] | None = None) -> int:
     accuracy = model.accuracy(result.inner_params, dataset.test.images, dataset.test.labels)
     print_summary(result, config, accuracy)
     print(f"wrote {path}")
+    return 0
+
+
+def _distill_for_network(args, config: NetworkConfig, dataset, saved, earlier_history) -> int:
+    """``main``'s run with ``--model convnet``: distill, report, save; the exit status."""
+    from distill import io, network_distillation, protocol
+
+    if saved is not None:
+        print(f"resuming from {args.resume}: {len(earlier_history)} steps done, last batch "
+              f"loss {earlier_history[-1]:.4f}", flush=True)
+    dataset_name = dataset_from_args(args)
+    saved_steps = None
+
+    def save(images, labels, l2reg, loss_history):
+        nonlocal saved_steps
+        history = earlier_history + list(loss_history)  # one loss per step, appended
+        path = io.save_distilled(args.out, images, labels, l2reg, loss_history=history,
+                                 config=config, dataset=dataset_name)
+        saved_steps = len(history)
+        return path
+
+    try:
+        result = network_distillation.distill_for_network(
+            dataset.train, config, standardize=protocol.standardization(dataset),
+            num_classes=dataset.num_classes,
+            init_images=None if saved is None else saved.images,
+            init_l2reg=None if saved is None else saved.l2reg,
+            init_labels=None if saved is None or saved.labels.ndim == 1 else saved.labels,
+            progress=not args.no_progress, checkpoint=save, checkpoint_every=args.save_every)
+    except KeyboardInterrupt:
+        if saved_steps is None:
+            print(f"\nstopped before the first save; nothing was written to {args.out}",
+                  file=sys.stderr)
+        else:
+            print(f"\nstopped; the last complete step ({saved_steps}) is in {args.out}: "
+                  f"continue with --resume {args.out}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except FloatingPointError as error:
+        kept = (f"nothing was written to {args.out}" if saved_steps is None else
+                f"the last step with a finite loss ({saved_steps}) is in {args.out}")
+        print(f"error: {error}; {kept}. Try a smaller learning rate.", file=sys.stderr)
+        return EXIT_NON_FINITE
+    path = save(result.images, result.labels, result.l2reg, result.loss_history)
+    window = min(50, len(result.loss_history))
+    print(f"distilled {len(result.images)} images for a ConvNet in {result.steps} steps, "
+          f"{result.seconds:.1f} s; loss on the real batches (mean of {window} steps) "
+          f"{np.mean(result.loss_history[:window]):.4f} -> "
+          f"{np.mean(result.loss_history[-window:]):.4f}; inner solves that stopped at "
+          f"maxiter: {result.inner_not_converged} of {len(result.inner_errors)}", flush=True)
+    learned = [f"l2reg {result.l2reg:.3g}"] if config.learn_l2reg else []
+    if config.learn_labels:
+        learned.append(f"soft labels (mean weight on the own class "
+                       f"{np.mean(np.max(result.labels, axis=1)):.2f})")
+    if learned:
+        print(f"learned along with the images: {', '.join(learned)}")
+    print(f"wrote {path}; score it with: python -m distill evaluate {path}")
     return 0
 
 
@@ -362,6 +445,15 @@ def build_evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("set", metavar="SET.npz",
                         help="a distilled set: images (k, 784) on the [0, 1] pixel scale, "
                              "labels (k,) classes or (k, 10) probabilities")
+    parser.add_argument("--model", choices=MODELS, default="linear",
+                        help="the model the set is distilled for: 'linear' (default), "
+                             "logistic regression on the pixels (Parts I-II); 'convnet', "
+                             "the benchmarks' ConvNet: logistic regression on the features "
+                             "of a pool of ConvNets trained online (Part III; score the "
+                             "result with 'python -m distill evaluate')")
+    parser.add_argument("--width", type=int,
+                        help="--model convnet: channels of the pool's ConvNets "
+                             f"(default {NetworkConfig().width})")
     parser.add_argument("--dataset", choices=sorted(CLASS_NAMES),
                         help="the real dataset to test on (default: the one the file names, "
                              f"else {DEFAULT_DATASET})")

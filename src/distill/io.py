@@ -5,7 +5,9 @@ Arrays:
   ``labels``        (k,) integers, or (k, num_classes) soft targets
   ``l2reg``         scalar: the inner regularization to train the evaluation model with
   ``loss_history``  (steps + 1,) float64: the outer loss before the first step and after each
-  ``config``        a JSON string: ``{"dataset": ..., "distill": {DistillConfig's fields}}``
+  ``config``        a JSON string: ``{"dataset": ..., "distill": {DistillConfig's fields}}``,
+                    or ``{"dataset": ..., "network": {NetworkConfig's fields}}`` for a set
+                    distilled for a network
 
 Only the first three are needed to use a set; the last two, written by the
 command line, let a run be resumed (:func:`load_for_resume`). Files written
@@ -25,7 +27,7 @@ import numpy as np
 
 from distill import checks
 from distill.atomic import write_atomically
-from distill.config import DistillConfig
+from distill.config import DistillConfig, NetworkConfig
 
 #: Settings a resumed run may change; any other difference from the saved
 #: run's configuration is refused.
@@ -41,7 +43,8 @@ class DistilledSet:
       labels: (k,) integers, or (k, num_classes) soft labels.
       l2reg: the L2 strength to train the evaluation model with.
       loss_history: the outer losses of the run that made it, or None.
-      config: that run's :class:`~distill.config.DistillConfig`, or None.
+      config: that run's :class:`~distill.config.DistillConfig` (or
+        :class:`~distill.config.NetworkConfig`), or None.
       dataset: the dataset it was distilled from, or None.
     """
 
@@ -49,7 +52,7 @@ class DistilledSet:
     labels: np.ndarray
     l2reg: float
     loss_history: np.ndarray | None = None
-    config: DistillConfig | None = None
+    config: DistillConfig | NetworkConfig | None = None
     dataset: str | None = None
 
 
@@ -75,7 +78,8 @@ def validate(images, labels, l2reg, *, num_classes: int = 10) -> DistilledSet:
 
 
 def save_distilled(path, images, labels, l2reg, *, loss_history=None,
-                   config: DistillConfig | None = None, dataset: str | None = None) -> Path:
+                   config: DistillConfig | NetworkConfig | None = None,
+                   dataset: str | None = None) -> Path:
     """Write a distilled set atomically (:func:`distill.atomic.write_atomically`).
 
     A crash or a kill during the write leaves the previous ``path`` (if any)
@@ -97,8 +101,8 @@ def save_distilled(path, images, labels, l2reg, *, loss_history=None,
     if loss_history is not None:
         arrays["loss_history"] = np.asarray(loss_history, np.float64)
     if config is not None:
-        arrays["config"] = np.array(json.dumps({"dataset": dataset,
-                                                "distill": config.to_dict()}))
+        kind = "network" if isinstance(config, NetworkConfig) else "distill"
+        arrays["config"] = np.array(json.dumps({"dataset": dataset, kind: config.to_dict()}))
     return write_atomically(path, lambda file: np.savez(file, **arrays))
 
 
@@ -143,10 +147,12 @@ def load_distilled(path) -> DistilledSet:
     return dataclasses.replace(distilled, loss_history=history, config=config, dataset=dataset)
 
 
-def _read_config(text: str) -> tuple[DistillConfig, str | None]:
+def _read_config(text: str) -> tuple[DistillConfig | NetworkConfig, str | None]:
     """The configuration and dataset stored as JSON, or as the older dict literal."""
     try:
         stored = json.loads(text)
+        if isinstance(stored, dict) and isinstance(stored.get("network"), dict):
+            return NetworkConfig.from_dict(stored["network"]), stored.get("dataset")
         fields, dataset = stored["distill"], stored.get("dataset")
     except (json.JSONDecodeError, TypeError, KeyError):
         try:  # before JSON: repr(dataclasses.asdict(config)), the dataset among the fields
@@ -162,8 +168,8 @@ def _read_config(text: str) -> tuple[DistillConfig, str | None]:
     return DistillConfig.from_dict(fields), dataset
 
 
-def load_for_resume(path, config: DistillConfig, dataset: str, *, num_classes: int = 10,
-                    num_features: int = 784) -> DistilledSet:
+def load_for_resume(path, config: DistillConfig | NetworkConfig, dataset: str, *,
+                    num_classes: int = 10, num_features: int = 784) -> DistilledSet:
     """A set saved by the command line, checked to continue a run of ``config`` on ``dataset``.
 
     Args:
@@ -203,6 +209,10 @@ def load_for_resume(path, config: DistillConfig, dataset: str, *, num_classes: i
                          "by this command")
     if not np.all(np.isfinite(saved.loss_history)):
         raise ValueError("its loss history holds NaN or infinite values")
+    if type(saved.config) is not type(config):
+        made_for = {DistillConfig: "linear", NetworkConfig: "convnet"}
+        raise ValueError(f"it was distilled with --model {made_for[type(saved.config)]}, "
+                         f"not --model {made_for[type(config)]}")
     if saved.dataset != dataset:
         raise ValueError(f"it was distilled from {saved.dataset}, not {dataset}")
     stored, requested = saved.config.to_dict(), config.to_dict()

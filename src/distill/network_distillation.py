@@ -25,6 +25,7 @@ and the label logits with them).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 import warnings
@@ -158,6 +159,35 @@ def _set_of(variables, hard_labels, config: NetworkConfig, standardize):
     return images.astype(np.float32), labels, l2reg
 
 
+@functools.lru_cache(maxsize=8)
+def _programs(config: NetworkConfig, hard_labels: tuple, image_shape: tuple, num_classes: int):
+    """The compiled outer loss with its hypergradient, and the pool's online update.
+
+    Kept per setting (``config`` with ``seed`` and ``steps`` left out), so that
+    runs that differ only in those share the compiled programs.
+    """
+    hard_labels = np.asarray(hard_labels)
+    loss_and_grad = jax.jit(jax.value_and_grad(
+        make_outer_loss(config, hard_labels, image_shape=image_shape, num_classes=num_classes),
+        has_aux=True))
+    pool_optimizer = optax.adam(config.pool_learning_rate)
+
+    @jax.jit
+    def train_network(params, state, variables):
+        """One Adam update of a pool network on the distilled set (cross-entropy)."""
+        targets = (jax.nn.softmax(variables["label_logits"]) if "label_logits" in variables
+                   else jax.nn.one_hot(hard_labels, num_classes))
+
+        def loss(params):
+            logits = convnet.convnet_logits(params, variables["images"], image_shape=image_shape)
+            return -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(logits), axis=1))
+
+        updates, state = pool_optimizer.update(jax.grad(loss)(params), state, params)
+        return optax.apply_updates(params, updates), state
+
+    return loss_and_grad, train_network, pool_optimizer
+
+
 def distill_for_network(train: Split, config: NetworkConfig = NetworkConfig(), *,
                         standardize: tuple[float, float], num_classes: int = 10,
                         image_shape=(28, 28, 1), init_images=None, init_l2reg=None,
@@ -219,29 +249,16 @@ def distill_for_network(train: Split, config: NetworkConfig = NetworkConfig(), *
     variables = initial_variables(
         config, (np.asarray(init_images, np.float32) - mean) / std, num_classes,
         l2reg=init_l2reg, labels=hard_labels if init_labels is None else init_labels)
-    loss_and_grad = jax.jit(jax.value_and_grad(
-        make_outer_loss(config, hard_labels, image_shape=image_shape, num_classes=num_classes),
-        has_aux=True))
+    loss_and_grad, train_network, pool_optimizer = _programs(
+        dataclasses.replace(config, seed=0, steps=1), tuple(int(c) for c in hard_labels),
+        tuple(image_shape), num_classes)
     optimizer = optax.adam(config.learning_rate)
     opt_state = optimizer.init(variables)
-    pool_optimizer = optax.adam(config.pool_learning_rate)
 
     def new_network(key):
         params = convnet.init_convnet(key, image_shape=image_shape, width=config.width,
                                       depth=config.depth, num_classes=num_classes)
         return params, pool_optimizer.init(params)
-
-    @jax.jit
-    def train_network(params, state, variables):
-        targets = (jax.nn.softmax(variables["label_logits"]) if "label_logits" in variables
-                   else jax.nn.one_hot(hard_labels, num_classes))
-
-        def loss(params):
-            logits = convnet.convnet_logits(params, variables["images"], image_shape=image_shape)
-            return -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(logits), axis=1))
-
-        updates, state = pool_optimizer.update(jax.grad(loss)(params), state, params)
-        return optax.apply_updates(params, updates), state
 
     key = jax.random.PRNGKey(config.seed)
     pool, ages = [], []

@@ -80,7 +80,7 @@ def test_ctrl_c_exits_130_keeping_the_last_completed_step(fake_mnist, run_cli, t
                              "--out", out)
     assert status == cli.EXIT_INTERRUPTED == 130
     if at_step == 0:
-        assert f"stopped before the first step; nothing was written to {out}" in err
+        assert f"stopped before the first step was saved; nothing was written to {out}" in err
         assert not out.exists()
     else:
         assert f"the last complete step (3) is in {out}" in err and f"--resume {out}" in err

@@ -311,23 +311,11 @@ def main(argv: list[str] | None = None) -> int:
             num_classes=dataset.num_classes, progress=not args.no_progress,
             checkpoint=save, checkpoint_every=args.save_every)
     except KeyboardInterrupt:
-        if saved_steps is None:
-            print(f"\nstopped before the first step; nothing was written to {args.out}",
-                  file=sys.stderr)
-        else:
-            print(f"\nstopped; the last complete step ({saved_steps}) is in {args.out}: "
-                  f"continue with --resume {args.out}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _report_stop(None, saved_steps, args.out)
     except FloatingPointError as error:
-        if saved_steps is None:
-            kept = f"nothing was written to {args.out}"
-        else:
-            kept = (f"the last step with a finite loss ({saved_steps}) is in {args.out}; "
-                    "the loss history shows where it went wrong")
-        print(f"error: {error}; {kept}. The outer step was too long or the inner "
-              "problem became unstable: try fewer --images-per-class or --no-learn-l2reg",
-              file=sys.stderr)
-        return EXIT_NON_FINITE
+        return _report_stop(error, saved_steps, args.out,
+                            "The outer step was too long or the inner problem became "
+                            "unstable: try fewer --images-per-class or --no-learn-l2reg")
     path = save(result.images, result.labels, result.l2reg, result.loss_history)
     # The run's own inner solution is the trained model: it meets the inner
     # tolerance (checked by distill), so no separate fit is needed.
@@ -335,6 +323,28 @@ def main(argv: list[str] | None = None) -> int:
     print_summary(result, config, accuracy)
     print(f"wrote {path}")
     return 0
+
+
+def _report_stop(error, saved_steps, out, advice: str = "") -> int:
+    """Say what a stopped run left in ``out``; the exit status.
+
+    ``error`` is the ``FloatingPointError`` that stopped it, or None for Ctrl-C.
+    """
+    if error is None:
+        if saved_steps is None:
+            print(f"\nstopped before the first step was saved; nothing was written to {out}",
+                  file=sys.stderr)
+        else:
+            print(f"\nstopped; the last complete step ({saved_steps}) is in {out}: "
+                  f"continue with --resume {out}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if saved_steps is None:
+        kept = f"nothing was written to {out}"
+    else:
+        kept = (f"the last step with a finite loss ({saved_steps}) is in {out}; "
+                "the loss history shows where it went wrong")
+    print(f"error: {error}; {kept}. {advice}".rstrip(), file=sys.stderr)
+    return EXIT_NON_FINITE
 
 
 def _distill_for_network(args, config: NetworkConfig, dataset, saved, earlier_history) -> int:
@@ -364,18 +374,9 @@ def _distill_for_network(args, config: NetworkConfig, dataset, saved, earlier_hi
             init_labels=None if saved is None or saved.labels.ndim == 1 else saved.labels,
             progress=not args.no_progress, checkpoint=save, checkpoint_every=args.save_every)
     except KeyboardInterrupt:
-        if saved_steps is None:
-            print(f"\nstopped before the first save; nothing was written to {args.out}",
-                  file=sys.stderr)
-        else:
-            print(f"\nstopped; the last complete step ({saved_steps}) is in {args.out}: "
-                  f"continue with --resume {args.out}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _report_stop(None, saved_steps, args.out)
     except FloatingPointError as error:
-        kept = (f"nothing was written to {args.out}" if saved_steps is None else
-                f"the last step with a finite loss ({saved_steps}) is in {args.out}")
-        print(f"error: {error}; {kept}. Try a smaller learning rate.", file=sys.stderr)
-        return EXIT_NON_FINITE
+        return _report_stop(error, saved_steps, args.out, "Try a smaller learning rate.")
     path = save(result.images, result.labels, result.l2reg, result.loss_history)
     window = min(50, len(result.loss_history))
     print(f"distilled {len(result.images)} images for a ConvNet in {result.steps} steps, "
@@ -445,15 +446,6 @@ def build_evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("set", metavar="SET.npz",
                         help="a distilled set: images (k, 784) on the [0, 1] pixel scale, "
                              "labels (k,) classes or (k, 10) probabilities")
-    parser.add_argument("--model", choices=MODELS, default="linear",
-                        help="the model the set is distilled for: 'linear' (default), "
-                             "logistic regression on the pixels (Parts I-II); 'convnet', "
-                             "the benchmarks' ConvNet: logistic regression on the features "
-                             "of a pool of ConvNets trained online (Part III; score the "
-                             "result with 'python -m distill evaluate')")
-    parser.add_argument("--width", type=int,
-                        help="--model convnet: channels of the pool's ConvNets "
-                             f"(default {NetworkConfig().width})")
     parser.add_argument("--dataset", choices=sorted(CLASS_NAMES),
                         help="the real dataset to test on (default: the one the file names, "
                              f"else {DEFAULT_DATASET})")

@@ -384,14 +384,19 @@ def _distill_for_network(args, config: NetworkConfig, dataset, saved, earlier_hi
           f"{np.mean(result.loss_history[:window]):.4f} -> "
           f"{np.mean(result.loss_history[-window:]):.4f}; inner solves that stopped at "
           f"maxiter: {result.inner_not_converged} of {len(result.inner_errors)}", flush=True)
+    _print_learned(result, config)
+    print(f"wrote {path}; score it with: python -m distill evaluate {path}")
+    return 0
+
+
+def _print_learned(result, config) -> None:
+    """Print the l2reg and soft labels a run learned along with the images, if any."""
     learned = [f"l2reg {result.l2reg:.3g}"] if config.learn_l2reg else []
     if config.learn_labels:
         learned.append(f"soft labels (mean weight on the own class "
                        f"{np.mean(np.max(result.labels, axis=1)):.2f})")
     if learned:
         print(f"learned along with the images: {', '.join(learned)}")
-    print(f"wrote {path}; score it with: python -m distill evaluate {path}")
-    return 0
 
 
 def print_summary(result, config: DistillConfig, accuracy: float) -> None:
@@ -416,12 +421,7 @@ def print_summary(result, config: DistillConfig, accuracy: float) -> None:
     print(f"outer loss {result.loss_history[0]:.4f} -> {result.final_loss:.4f}; "
           f"inner solves that stopped at maxiter: {result.inner_not_converged} of "
           f"{len(result.inner_errors)}")
-    learned = [f"l2reg {result.l2reg:.3g}"] if config.learn_l2reg else []
-    if config.learn_labels:
-        learned.append(f"soft labels (mean weight on the own class "
-                       f"{np.mean(np.max(result.labels, axis=1)):.2f})")
-    if learned:
-        print(f"learned along with the images: {', '.join(learned)}")
+    _print_learned(result, config)
     print(f"test accuracy of logistic regression trained on them: {accuracy:.2%}")
 
 

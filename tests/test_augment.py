@@ -51,20 +51,41 @@ def test_crops_shift_each_image_by_whole_pixels_and_fill_with_the_batch_mean():
     assert len(shifts) > 3
 
 
-def test_scaling_keeps_a_centred_image_centred_and_rotation_keeps_its_mass_inside():
-    image = np.zeros((1, 28, 28), np.float32)
-    image[0, 12:16, 12:16] = 1.0  # a centred square
-    for seed in range(6):
-        scaled = np.asarray(augment.dc_augment(jax.random.PRNGKey(seed), image, crop=0,
-                                               scale=0.2, rotate=0))[0]
-        rows, cols = np.nonzero(scaled)
+def test_scaling_resizes_about_the_centre_with_the_original_values():
+    images = np.zeros((40, 28, 28), np.float32)
+    images[:, 10:18, 12:16] = 1.0  # a centred 8 x 4 bar
+    out = np.asarray(augment.dc_augment(jax.random.PRNGKey(0), images, crop=0, scale=0.2,
+                                        rotate=0))
+    changed = [image for image in out if not np.array_equal(image, images[0])]
+    assert len(changed) >= 5  # about a third of them are scaled
+    heights, widths = set(), set()
+    for image in changed:
+        assert set(np.unique(image)) <= {0.0, 1.0}  # nearest neighbour: no new values
+        rows, cols = np.nonzero(image)
         assert abs(rows.mean() - 13.5) <= 1 and abs(cols.mean() - 13.5) <= 1
-        # nearest neighbour: only the original values
-        assert set(np.unique(scaled)) <= {0.0, 1.0}
-        rotated = np.asarray(augment.dc_augment(jax.random.PRNGKey(seed), image, crop=0,
-                                                scale=0.0, rotate=45))[0]
+        heights.add(rows.max() - rows.min() + 1)
+        widths.add(cols.max() - cols.min() + 1)
+    # Each side by up to 20%: 8 rows become 7 to 10, 4 columns 3 to 5.
+    assert heights <= set(range(6, 11)) and widths <= set(range(3, 6))
+    assert len(heights | widths) > 2
+
+
+def test_rotation_turns_about_the_centre_by_at_most_the_angle():
+    image = np.zeros((1, 28, 28), np.float32)
+    image[0, 4:6, 13:15] = 1.0  # a dot 9 rows above the centre (13.5, 13.5)
+    angles = []
+    for seed in range(30):
+        out = np.asarray(augment.dc_augment(jax.random.PRNGKey(seed), image, crop=0,
+                                            scale=0.0, rotate=45))[0]
         fill = image.mean()
-        assert abs((rotated - fill).sum() - (image[0] - fill).sum()) < 0.05 * 16
+        weights = np.clip(out - fill, 0, None)
+        rows, cols = np.indices(out.shape)
+        row = (weights * rows).sum() / weights.sum() - 13.5
+        col = (weights * cols).sum() / weights.sum() - 13.5
+        assert abs(np.hypot(row, col) - 9.0) < 0.5  # same distance from the centre
+        angles.append(np.degrees(np.arctan2(col, -row)))
+    assert max(abs(angle) for angle in angles) <= 45.5
+    assert len({round(angle) for angle in angles}) > 3  # several angles drawn
 
 
 @pytest.mark.parametrize("options, message", [

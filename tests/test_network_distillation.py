@@ -101,11 +101,30 @@ def test_checkpoints_hold_the_set_of_each_saved_step_and_the_last_one_on_ctrl_c(
         _distill(blobs.train, checkpoint=checkpoint, checkpoint_every=3,
                  callback=stop_after_seven)
     assert [len(history) for _, _, history in saved] == [3, 6, 7]
-    # Resuming from the last checkpoint starts from its images.
+    # Resuming from the last checkpoint starts from its images and its l2reg
+    # (with steps too small to move them).
     images, l2reg, _ = saved[-1]
-    resumed = _distill(blobs.train, dataclasses.replace(SMALL, steps=1), init_images=images,
-                       init_l2reg=l2reg)
-    assert resumed.steps == 1
+    resumed = _distill(blobs.train, dataclasses.replace(SMALL, steps=1, learning_rate=1e-9),
+                       init_images=images, init_l2reg=l2reg, start_step=7)
+    np.testing.assert_allclose(resumed.images, images, atol=1e-5)
+    assert resumed.l2reg == pytest.approx(l2reg, rel=1e-6)
+
+
+def test_a_resumed_run_starts_from_the_saved_values_and_draws_new_batches(blobs):
+    start = _distill(blobs.train, dataclasses.replace(SMALL, steps=3))
+    first = []
+
+    def record(into):
+        return lambda step, loss, variables: into.append(loss)
+
+    options = dict(init_images=start.images, init_l2reg=start.l2reg)
+    _distill(blobs.train, dataclasses.replace(SMALL, steps=1), callback=record(first), **options)
+    again, later = [], []
+    _distill(blobs.train, dataclasses.replace(SMALL, steps=1), callback=record(again), **options)
+    _distill(blobs.train, dataclasses.replace(SMALL, steps=1), start_step=3,
+             callback=record(later), **options)
+    assert first == again  # the same start, batch and network: the same loss
+    assert later != first  # after 3 steps: another batch and other networks
 
 
 def test_inner_solves_that_stop_early_are_counted_and_warned_about(blobs):

@@ -12,6 +12,8 @@ Layers, each importing only those above it:
 - :mod:`distill.distillation`: the outer objective and the distillation loop
 - :mod:`distill.evaluate`: test accuracy, random real baselines (kept on disk
   by :mod:`distill.cache`)
+- :mod:`distill.network_distillation`: distilling for a network (the inner
+  problem on a ConvNet's features, a pool of networks, the loop)
 - :mod:`distill.augment` and :mod:`distill.protocol`: the field's evaluation
   protocol, a ConvNet trained from scratch on a set (DC's augmentation)
 - :mod:`distill.transfer`: an MLP trained on a set

@@ -74,7 +74,7 @@ def _rotate(image, key, fill, rotate):
                                              mode="constant", cval=0.0) + fill
 
 
-def dc_augment(key, images, *, crop: int = 4, scale: float = 0.2, rotate: int = 45):
+def dc_augment(key, images, *, crop: int = 4, scale: float = 0.2, rotate: int = 45, fill=None):
     """One random crop, scale or rotation per image, as DC's evaluation augments MNIST.
 
     Args:
@@ -84,6 +84,9 @@ def dc_augment(key, images, *, crop: int = 4, scale: float = 0.2, rotate: int = 
       crop: largest shift in pixels (0: the crop leaves images unchanged).
       scale: largest relative change of each side, below 1 (0: unchanged).
       rotate: largest angle in degrees (0: unchanged).
+      fill: the value crops and rotations fill uncovered pixels with
+        (default: the batch's mean pixel, ``mean(images)``; pass the mean of
+        the real rows when some rows are padding).
 
     Returns:
       (n, H, W) augmented images, same dtype.
@@ -99,7 +102,7 @@ def dc_augment(key, images, *, crop: int = 4, scale: float = 0.2, rotate: int = 
             raise ValueError(f"{name} must be a non-negative whole number, got {value!r}")
     if not 0 <= scale < 1:
         raise ValueError(f"scale must lie in [0, 1), got {scale!r}")
-    fill = jnp.mean(images)
+    fill = jnp.mean(images) if fill is None else jnp.asarray(fill, images.dtype)
     choice_key, *keys = jax.random.split(key, 4)
     choices = jax.random.randint(choice_key, (images.shape[0],), 0, 3)
     per_image = [jax.random.split(k, images.shape[0]) for k in keys]

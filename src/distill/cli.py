@@ -53,12 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
       The ``argparse`` parser of ``python -m distill``.
     """
     defaults = PRESETS[DEFAULT_PRESET]
+    network = NetworkConfig()
     parser = argparse.ArgumentParser(
         prog="python -m distill", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Distill a small synthetic training set for logistic regression. "
-                    "By default the inner l2reg is learned along with the images "
-                    "(the chapter 'Beyond pixels').")
+        description="Distill a small synthetic training set for logistic regression "
+                    "(--model linear, the default) or for the benchmarks' ConvNet (--model "
+                    "convnet). By default the inner l2reg is learned along with the images "
+                    "(the chapter 'Beyond pixels'). 'python -m distill evaluate SET.npz' "
+                    "scores a set by the field's protocol.")
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help=f"a named configuration (default {DEFAULT_PRESET}: l2reg "
                              "learned with the images): 'seed' is the "
@@ -79,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"dataset to distill (default {DEFAULT_DATASET})")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--images-per-class", type=int,
-                      help=f"distilled images per class (default {defaults.images_per_class})")
+                      help=f"distilled images per class (default {defaults.images_per_class}; "
+                           f"{network.images_per_class} with --model convnet)")
     size.add_argument("--images", type=int, metavar="N",
                       help="distilled images in all, shared evenly among the classes "
                            "(a multiple of the number of classes, 10)")
@@ -87,9 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"outer steps at most (default {defaults.steps}, "
                              f"{PRESETS['fixed-l2reg'].steps} with --preset fixed-l2reg; "
                              f"the run stops earlier when the outer gradient norm falls "
-                             f"below {defaults.outer_tol})")
+                             f"below {defaults.outer_tol}); with --model convnet, the steps "
+                             f"(default {network.steps})")
     parser.add_argument("--seed", type=int,
-                        help=f"seed of the initial images (default {defaults.seed})")
+                        help=f"seed of the initial images (default {defaults.seed}); with "
+                             "--model convnet also of the networks and the real batches")
     parser.add_argument("--out", default="distilled.npz",
                         help="where to write the distilled set (default distilled.npz; "
                              "folders are created)")
@@ -98,13 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "continues it and needs no --overwrite)")
     parser.add_argument("--learn-l2reg", action=argparse.BooleanOptionalAction, default=None,
                         help="learn the inner l2reg along with the images (default: on; "
-                             f"--no-learn-l2reg keeps it at {defaults.l2reg})")
+                             f"--no-learn-l2reg keeps it at {defaults.l2reg}, "
+                             f"{network.l2reg} with --model convnet)")
     parser.add_argument("--learn-labels", action=argparse.BooleanOptionalAction, default=None,
                         help="learn soft labels along with the images (default: off)")
     parser.add_argument("--resume", metavar="PATH",
                         help="start from the distilled set saved in PATH (by an earlier run "
-                             "with the same dataset, images per class and settings) instead "
-                             "of noise, and run --steps more steps")
+                             "with the same model, dataset, images per class and settings) "
+                             "instead of the usual start, and run --steps more steps")
     parser.add_argument("--save-every", type=int, default=10, metavar="N",
                         help="also write --out every N outer steps, so that a stopped run "
                              "can be resumed (default 10)")
@@ -372,11 +379,14 @@ def _distill_for_network(args, config: NetworkConfig, dataset, saved, earlier_hi
             init_images=None if saved is None else saved.images,
             init_l2reg=None if saved is None else saved.l2reg,
             init_labels=None if saved is None or saved.labels.ndim == 1 else saved.labels,
-            progress=not args.no_progress, checkpoint=save, checkpoint_every=args.save_every)
+            start_step=len(earlier_history), progress=not args.no_progress, checkpoint=save,
+            checkpoint_every=args.save_every)
     except KeyboardInterrupt:
         return _report_stop(None, saved_steps, args.out)
     except FloatingPointError as error:
-        return _report_stop(error, saved_steps, args.out, "Try a smaller learning rate.")
+        return _report_stop(error, saved_steps, args.out,
+                            "Its steps were too long: lower NetworkConfig's learning_rate or "
+                            "pool_learning_rate (distill.network_distillation from Python)")
     path = save(result.images, result.labels, result.l2reg, result.loss_history)
     window = min(50, len(result.loss_history))
     print(f"distilled {len(result.images)} images for a ConvNet in {result.steps} steps, "
@@ -470,7 +480,8 @@ def evaluate_main(argv: list[str] | None = None) -> int:
 
     Returns:
       The exit status: 0 on success; 2 when the file or the dataset cannot
-      be read (bad options exit through ``argparse``, also with 2).
+      be read (bad options exit through ``argparse``, also with 2);
+      ``EXIT_NON_FINITE`` when a network's training loss becomes NaN or infinite.
     """
     parser = build_evaluate_parser()
     args = parser.parse_args(argv)
@@ -497,9 +508,13 @@ def evaluate_main(argv: list[str] | None = None) -> int:
 
     settings = protocol.Protocol(epochs=args.epochs, augment=args.augment)
     start = time.perf_counter()
-    accuracies = protocol.test_accuracies(distilled.images, distilled.labels, dataset,
-                                          seeds=range(args.seeds), protocol=settings,
-                                          progress=not args.no_progress)
+    try:
+        accuracies = protocol.test_accuracies(distilled.images, distilled.labels, dataset,
+                                              seeds=range(args.seeds), protocol=settings,
+                                              progress=not args.no_progress)
+    except FloatingPointError as error:
+        print(f"error: cannot evaluate {args.set}: {error}", file=sys.stderr)
+        return EXIT_NON_FINITE
     kind = "soft" if distilled.labels.ndim == 2 else "hard"
     print(f"{args.set}: {len(distilled.images)} images, {kind} labels, {dataset_name}; "
           f"{args.epochs} epochs, {'with' if args.augment else 'without'} augmentation")

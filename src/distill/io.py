@@ -4,7 +4,8 @@ Arrays:
   ``images``        (k, 784) float32, on the pixel scale of the data ([0, 1] for real images)
   ``labels``        (k,) integers, or (k, num_classes) soft targets
   ``l2reg``         scalar: the inner regularization to train the evaluation model with
-  ``loss_history``  (steps + 1,) float64: the outer loss before the first step and after each
+  ``loss_history``  float64: the outer loss before the first step and after each, (steps + 1,);
+                    for a set distilled for a network, the loss on each step's real batch, (steps,)
   ``config``        a JSON string: ``{"dataset": ..., "distill": {DistillConfig's fields}}``,
                     or ``{"dataset": ..., "network": {NetworkConfig's fields}}`` for a set
                     distilled for a network
@@ -189,6 +190,10 @@ def load_for_resume(path, config: DistillConfig | NetworkConfig, dataset: str, *
         configuration (a file not written by the command line).
     """
     saved = load_distilled(path)
+    if saved.config is not None and type(saved.config) is not type(config):
+        made_for = {DistillConfig: "linear", NetworkConfig: "convnet"}
+        raise ValueError(f"it was distilled with --model {made_for[type(saved.config)]}, "
+                         f"not --model {made_for[type(config)]}")
     labels = np.repeat(np.arange(num_classes), config.images_per_class)
     expected_shape = (len(labels), num_features)
     if saved.images.shape != expected_shape:
@@ -209,10 +214,6 @@ def load_for_resume(path, config: DistillConfig | NetworkConfig, dataset: str, *
                          "by this command")
     if not np.all(np.isfinite(saved.loss_history)):
         raise ValueError("its loss history holds NaN or infinite values")
-    if type(saved.config) is not type(config):
-        made_for = {DistillConfig: "linear", NetworkConfig: "convnet"}
-        raise ValueError(f"it was distilled with --model {made_for[type(saved.config)]}, "
-                         f"not --model {made_for[type(config)]}")
     if saved.dataset != dataset:
         raise ValueError(f"it was distilled from {saved.dataset}, not {dataset}")
     stored, requested = saved.config.to_dict(), config.to_dict()

@@ -182,8 +182,9 @@ def _programs(config: NetworkConfig, hard_labels: tuple, image_shape: tuple, num
             logits = convnet.convnet_logits(params, variables["images"], image_shape=image_shape)
             return -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(logits), axis=1))
 
-        updates, state = pool_optimizer.update(jax.grad(loss)(params), state, params)
-        return optax.apply_updates(params, updates), state
+        value, gradient = jax.value_and_grad(loss)(params)
+        updates, state = pool_optimizer.update(gradient, state, params)
+        return optax.apply_updates(params, updates), state, value
 
     return loss_and_grad, train_network, pool_optimizer
 
@@ -191,8 +192,9 @@ def _programs(config: NetworkConfig, hard_labels: tuple, image_shape: tuple, num
 def distill_for_network(train: Split, config: NetworkConfig = NetworkConfig(), *,
                         standardize: tuple[float, float], num_classes: int = 10,
                         image_shape=(28, 28, 1), init_images=None, init_l2reg=None,
-                        init_labels=None, progress: bool = True, callback=None,
-                        checkpoint=None, checkpoint_every: int = 50) -> NetworkDistillResult:
+                        init_labels=None, start_step: int = 0, progress: bool = True,
+                        callback=None, checkpoint=None,
+                        checkpoint_every: int = 50) -> NetworkDistillResult:
     """Learn ``config.images_per_class`` images per class that teach a ConvNet.
 
     Setup, then the loop, then the result. Each step draws a batch of real
@@ -213,6 +215,11 @@ def distill_for_network(train: Split, config: NetworkConfig = NetworkConfig(), *
         (default: a random real subset drawn with ``config.seed``).
       init_l2reg: the starting ``l2reg`` (default ``config.l2reg``).
       init_labels: (k, num_classes) starting soft labels, when learned.
+      start_step: steps an earlier run already took from these starting
+        values (a resumed run): the real batches and the pool's networks are
+        drawn afresh for steps ``start_step + 1, ...``. A resumed run starts
+        a new pool and a new Adam state, so it is not the same as an
+        uninterrupted run.
       progress: show a progress bar.
       callback: ``callback(step, loss, variables)`` after each step.
       checkpoint: ``checkpoint(images, labels, l2reg, loss_history)`` every
@@ -260,13 +267,18 @@ def distill_for_network(train: Split, config: NetworkConfig = NetworkConfig(), *
                                       depth=config.depth, num_classes=num_classes)
         return params, pool_optimizer.init(params)
 
-    key = jax.random.PRNGKey(config.seed)
+    if isinstance(start_step, bool) or int(start_step) != start_step or start_step < 0:
+        raise ValueError(f"start_step must be a non-negative integer, got {start_step!r}")
+    start_step = int(start_step)
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), start_step)
     pool, ages = [], []
     for index in range(config.pool_size):
         key, network_key = jax.random.split(key)
         pool.append(new_network(network_key))
-        ages.append(index * config.reset_every // config.pool_size)  # staggered ages
-    rng = np.random.default_rng(config.seed)
+        # Every network starts untrained; their resets are staggered, so that
+        # the pool soon holds networks at different stages of training.
+        ages.append(index * config.reset_every // config.pool_size)
+    rng = np.random.default_rng([config.seed, start_step])
     losses: list[float] = []
     inner_errors: list[float] = []
 
@@ -296,7 +308,10 @@ def distill_for_network(train: Split, config: NetworkConfig = NetworkConfig(), *
             losses.append(loss)
             inner_errors.append(float(inner.state.error))
             steps = step + 1
-            pool[index] = train_network(*pool[index], variables)
+            *pool[index], pool_loss = train_network(*pool[index], variables)
+            if not np.isfinite(float(pool_loss)):
+                raise FloatingPointError(f"the training loss of pool network {index} became "
+                                         f"{float(pool_loss)} at step {step + 1}")
             ages[index] += 1
             if ages[index] >= config.reset_every:
                 key, network_key = jax.random.split(key)

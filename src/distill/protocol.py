@@ -7,7 +7,9 @@ on the set and nothing else, then testing it on the real test split:
 - SGD with momentum 0.9 and weight decay 5e-4 (on every weight), batches of
   256 reshuffled every epoch, 300 epochs;
 - learning rate 0.01, divided by 10 after half the epochs (the optimizer,
-  momentum included, starts afresh then, as in DC's code);
+  momentum included, starts afresh then, as in DC's code; DC's code runs
+  301 epochs, 152 before the division and 149 after, where this runs 150
+  and 150);
 - the images standardized with the real training set's pixel mean and
   standard deviation, then, optionally, augmented
   (:func:`distill.augment.dc_augment`) at every batch;
@@ -119,17 +121,22 @@ def _make_trainer(protocol: Protocol, count: int, image_shape, num_classes: int)
                 params, state = carry
                 rows, step_key = inputs
                 batch = images[jnp.maximum(rows, 0)]
+                weights = (rows >= 0).astype(jnp.float32)
                 if protocol.augment:
-                    batch = augment.dc_augment(step_key, batch.reshape(-1, height, width))
+                    # The fill is the mean pixel of the batch's real rows, not of
+                    # its padding.
+                    fill = jnp.sum(weights * jnp.mean(batch, axis=1)) / jnp.sum(weights)
+                    batch = augment.dc_augment(step_key, batch.reshape(-1, height, width),
+                                               fill=fill)
                 loss, grads = jax.value_and_grad(loss_fn)(
                     params, batch.reshape(batch_size, -1), targets[jnp.maximum(rows, 0)],
-                    (rows >= 0).astype(jnp.float32))
+                    weights)
                 updates, state = optimizer.update(grads, state, params)
-                return (optax.apply_updates(params, updates), state), loss
+                return (optax.apply_updates(params, updates), state), (loss, jnp.sum(weights))
 
-            (params, state), losses = jax.lax.scan(
+            (params, state), (losses, counts) = jax.lax.scan(
                 step, (params, state), (order, jax.random.split(augment_key, batches)))
-            return (params, state), jnp.mean(losses)
+            return (params, state), jnp.sum(losses * counts) / jnp.sum(counts)
 
         (params, _), losses = jax.lax.scan(epoch, (params, optimizer.init(params)),
                                            jax.random.split(key, epochs))
@@ -167,7 +174,8 @@ def train_convnet(images, labels, *, standardize: tuple[float, float], seed: int
 
     Returns:
       ``(params, losses)``: the trained weights (as :func:`distill.convnet.init_convnet`)
-      and the (epochs,) mean training loss of each epoch (NumPy).
+      and the (epochs,) training loss of each epoch, the mean over its images
+      (NumPy).
 
     Raises:
       ValueError: on images or labels of the wrong shape, non-finite values,

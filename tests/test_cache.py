@@ -9,8 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from distill import cache, distillation
-from distill.config import PRESETS
+from distill import cache, distillation, network_distillation
+from distill.config import PRESETS, NetworkConfig
+from tests.conftest import make_toy_dataset
 
 
 @pytest.fixture
@@ -163,3 +164,36 @@ def test_distilled_runs_once_then_reads_back_the_same_result(monkeypatch, tmp_pa
     assert len(runs) == 5
     assert len(list((tmp_path / "runs").glob("distilled-*.npz"))) == 1
     assert cache.cached("demo", {}, lambda: {"a": 1}) and not list((tmp_path / "runs").glob("demo-*"))
+
+
+def test_network_distilled_runs_once_then_reads_back_the_same_result(monkeypatch, tmp_path):
+    monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path))
+    train = make_toy_dataset(num_features=64, per_class=20, seed=2).train
+    config = NetworkConfig(images_per_class=1, steps=3, width=4, depth=2, pool_size=2,
+                           reset_every=4, batch_size=32, inner_maxiter=1)
+    runs = []
+    distill = network_distillation.distill_for_network
+
+    def counted(*args, **kwargs):
+        runs.append(None)
+        return distill(*args, **kwargs)
+
+    monkeypatch.setattr(network_distillation, "distill_for_network", counted)
+    options = dict(standardize=(0.5, 0.3), image_shape=(8, 8, 1))
+    # Inner solves cut short are warned about, when computed and when read back.
+    with pytest.warns(RuntimeWarning, match="maxiter=1"):
+        first = cache.network_distilled(train, config, **options)
+    with pytest.warns(RuntimeWarning, match="maxiter=1"):
+        again = cache.network_distilled(train, config, **options)
+    assert len(runs) == 1
+    for field in dataclasses.fields(first):
+        a, b = getattr(first, field.name), getattr(again, field.name)
+        if isinstance(a, (int, float, NetworkConfig)):
+            assert a == b, field.name
+        else:
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=field.name)
+    assert first.steps == 3 and first.inner_not_converged == 3
+    with pytest.warns(RuntimeWarning):
+        cache.network_distilled(train, dataclasses.replace(config, seed=1), **options)
+    assert len(runs) == 2  # another seed: distilled again
+    assert len(list((tmp_path / "results").glob("network-distilled-*.npz"))) == 2

@@ -9,7 +9,7 @@ import pytest
 
 from distill import config as config_module
 from distill import distillation
-from distill.config import PRESETS, DistillConfig
+from distill.config import PRESETS, DistillConfig, NetworkConfig
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -33,6 +33,22 @@ from distill.config import PRESETS, DistillConfig
 def test_a_bad_value_is_refused_naming_the_field_and_the_value(field, value, message):
     with pytest.raises(ValueError, match=message):
         DistillConfig(**{field: value})
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("pool_size", 0, "pool_size.*0"),
+    ("pool_learning_rate", -1e-3, r"pool_learning_rate.*-0\.001"),
+    ("pool_learning_rate", math.nan, "pool_learning_rate.*nan"),
+    ("l2reg", 0.0, r"l2reg.*0\.0"),
+    ("learn_labels", "no", "learn_labels.*'no'"),
+])
+def test_a_bad_network_setting_is_refused_naming_the_field_and_the_value(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        NetworkConfig(**{field: value})
+
+
+def test_a_pool_learning_rate_of_zero_is_a_fixed_pool():
+    assert NetworkConfig(pool_learning_rate=0.0).pool_learning_rate == 0.0
 
 
 def test_choices_are_listed_when_a_name_is_wrong():

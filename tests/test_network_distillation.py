@@ -127,6 +127,27 @@ def test_a_resumed_run_starts_from_the_saved_values_and_draws_new_batches(blobs)
     assert later != first  # after 3 steps: another batch and other networks
 
 
+@pytest.mark.parametrize("pool_learning_rate, updates", [(0.0, 0), (1e-3, 5)])
+def test_the_pool_is_trained_once_per_step_unless_its_learning_rate_is_zero(
+        blobs, monkeypatch, pool_learning_rate, updates):
+    created, trained = [], []
+    init_convnet, programs = convnet.init_convnet, network_distillation._programs
+    monkeypatch.setattr(convnet, "init_convnet",
+                        lambda *args, **kwargs: created.append(1) or init_convnet(*args, **kwargs))
+
+    def counting_programs(*args):
+        loss_and_grad, train_network, optimizer = programs(*args)
+        return (loss_and_grad, lambda *inputs: trained.append(1) or train_network(*inputs),
+                optimizer)
+
+    monkeypatch.setattr(network_distillation, "_programs", counting_programs)
+    config = dataclasses.replace(SMALL, pool_size=1, reset_every=2, steps=5,
+                                 pool_learning_rate=pool_learning_rate)
+    result = _distill(blobs.train, config)
+    assert result.steps == 5 and len(trained) == updates
+    assert len(created) == 3  # the first network, then a fresh one after steps 2 and 4
+
+
 def test_inner_solves_that_stop_early_are_counted_and_warned_about(blobs):
     with pytest.warns(RuntimeWarning, match=r"maxiter=1 .*at 3 of 3 steps"):
         result = _distill(blobs.train, dataclasses.replace(SMALL, steps=3, inner_maxiter=1))

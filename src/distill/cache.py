@@ -245,3 +245,56 @@ def distilled(train_images, train_labels, config, *, use_cache: bool = True):
         inner_params=saved["inner_params"], steps=int(saved["steps"]),
         stop_reason=str(saved["stop_reason"]), seconds=float(saved["seconds"]),
         compile_seconds=float(saved["compile_seconds"]), config=config)
+
+
+def network_distilled(train, config, *, standardize, image_shape=(28, 28, 1),
+                      num_classes: int = 10, use_cache: bool = True):
+    """``distill_for_network(train, config)``, computed once for the same data, config and code.
+
+    The network counterpart of :func:`distilled`, kept in :func:`runs_dir`
+    with it: a later call (another chapter, or the second execution of the
+    same one) reads the set back instead of distilling again. No progress
+    bar, callback or checkpoint; inner solves that stopped at their
+    iteration limit are warned about again when the result is read back.
+
+    Args:
+      train: the real training split (:class:`distill.data.Split`).
+      config: the run's :class:`~distill.config.NetworkConfig`.
+      standardize: ``(mean, std)`` of the real training pixels.
+      image_shape: ``(height, width, channels)`` of one image.
+      num_classes: number of classes.
+      use_cache: read and write the on-disk cache.
+
+    Returns:
+      The run's :class:`~distill.network_distillation.NetworkDistillResult`.
+    """
+    from distill import network_distillation  # a layer above this module's others
+
+    fresh = []
+
+    def compute():
+        run = network_distillation.distill_for_network(
+            train, config, standardize=standardize, image_shape=tuple(image_shape),
+            num_classes=num_classes, progress=False)
+        fresh.append(run)
+        return dict(images=run.images, labels=run.labels, l2reg=run.l2reg,
+                    loss_history=run.loss_history, inner_errors=run.inner_errors,
+                    inner_not_converged=run.inner_not_converged, steps=run.steps,
+                    seconds=run.seconds)
+
+    key = {"train": [fingerprint(train.images), fingerprint(train.labels)],
+           "standardize": [float(value) for value in standardize],
+           "image_shape": [int(size) for size in image_shape], "num_classes": int(num_classes),
+           "config": config.to_dict()}
+    saved = cached("network-distilled", key, compute, enabled=use_cache, folder=runs_dir())
+    if fresh:
+        return fresh[0]
+    if saved["inner_not_converged"]:
+        network_distillation.warn_inner_not_converged(
+            config, int(saved["inner_not_converged"]), saved["inner_errors"].tolist())
+    return network_distillation.NetworkDistillResult(
+        images=saved["images"], labels=saved["labels"], l2reg=float(saved["l2reg"]),
+        loss_history=saved["loss_history"].tolist(),
+        inner_errors=saved["inner_errors"].tolist(),
+        inner_not_converged=int(saved["inner_not_converged"]), steps=int(saved["steps"]),
+        seconds=float(saved["seconds"]), config=config)

@@ -175,7 +175,9 @@ class NetworkConfig(_Fields):
       depth: convolution blocks of the pool's ConvNets.
       pool_size: networks in the pool; each outer step uses the next one.
       reset_every: online updates after which a network is re-initialized.
-      pool_learning_rate: Adam's step size for the online training of the pool.
+      pool_learning_rate: Adam's step size for the online training of the pool;
+        0 keeps every network at its random initialization (they are still
+        replaced every ``reset_every`` steps).
       learning_rate: Adam's step size for the images (on the standardized
         pixel scale), ``log(l2reg)`` and the label logits.
       batch_size: real images in each outer step's loss.
@@ -208,8 +210,10 @@ class NetworkConfig(_Fields):
             checks.positive_int(getattr(self, name), name)
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
-        for name in ("pool_learning_rate", "learning_rate", "l2reg", "inner_tol"):
+        for name in ("learning_rate", "l2reg", "inner_tol"):
             checks.positive_number(getattr(self, name), name)
+        if self.pool_learning_rate != 0:  # 0: the pool is never trained
+            checks.positive_number(self.pool_learning_rate, "pool_learning_rate")
         for name in ("learn_l2reg", "learn_labels"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")

@@ -189,6 +189,24 @@ def _programs(config: NetworkConfig, hard_labels: tuple, image_shape: tuple, num
     return loss_and_grad, train_network, pool_optimizer
 
 
+def warn_inner_not_converged(config: NetworkConfig, count: int, inner_errors, *,
+                             stacklevel: int = 2) -> None:
+    """Warn that ``count`` inner solves stopped at ``config.inner_maxiter`` above ``inner_tol``.
+
+    Args:
+      config: the run's settings (its tolerance and iteration limit).
+      count: how many inner solves did not converge.
+      inner_errors: the inner gradient norm of every step.
+      stacklevel: passed to :func:`warnings.warn`.
+    """
+    warnings.warn(
+        f"the inner solver stopped at maxiter={config.inner_maxiter} before reaching "
+        f"tol={config.inner_tol} at {count} of {len(inner_errors)} steps (largest "
+        f"error {max(inner_errors):.3g}); their hypergradients are not those of the true "
+        "inner solution: raise inner_maxiter or inner_tol", RuntimeWarning,
+        stacklevel=stacklevel + 1)
+
+
 def distill_for_network(train: Split, config: NetworkConfig = NetworkConfig(), *,
                         standardize: tuple[float, float], num_classes: int = 10,
                         image_shape=(28, 28, 1), init_images=None, init_l2reg=None,
@@ -308,10 +326,11 @@ def distill_for_network(train: Split, config: NetworkConfig = NetworkConfig(), *
             losses.append(loss)
             inner_errors.append(float(inner.state.error))
             steps = step + 1
-            *pool[index], pool_loss = train_network(*pool[index], variables)
-            if not np.isfinite(float(pool_loss)):
-                raise FloatingPointError(f"the training loss of pool network {index} became "
-                                         f"{float(pool_loss)} at step {step + 1}")
+            if config.pool_learning_rate:  # 0: a fixed pool, never trained
+                *pool[index], pool_loss = train_network(*pool[index], variables)
+                if not np.isfinite(float(pool_loss)):
+                    raise FloatingPointError(f"the training loss of pool network {index} "
+                                             f"became {float(pool_loss)} at step {step + 1}")
             ages[index] += 1
             if ages[index] >= config.reset_every:
                 key, network_key = jax.random.split(key)
@@ -328,11 +347,7 @@ def distill_for_network(train: Split, config: NetworkConfig = NetworkConfig(), *
     # The result.
     not_converged = sum(not error <= config.inner_tol for error in inner_errors)
     if not_converged:
-        warnings.warn(
-            f"the inner solver stopped at maxiter={config.inner_maxiter} before reaching "
-            f"tol={config.inner_tol} at {not_converged} of {len(inner_errors)} steps (largest "
-            f"error {max(inner_errors):.3g}); their hypergradients are not those of the true "
-            "inner solution: raise inner_maxiter or inner_tol", RuntimeWarning, stacklevel=2)
+        warn_inner_not_converged(config, not_converged, inner_errors, stacklevel=3)
     final_images, final_labels, final_l2reg = _set_of(variables, hard_labels, config,
                                                       standardize)
     return NetworkDistillResult(

@@ -234,8 +234,9 @@ def test_accuracies(images, labels, dataset: Dataset, *, seeds=(0, 1, 2, 3, 4),
                     progress: bool = True) -> np.ndarray:
     """Score a set by the protocol: one ConvNet per seed, tested on the real test split.
 
-    Cached on disk like the book's other baselines (:mod:`distill.cache`),
-    keyed on the set, the dataset, the seeds and the protocol.
+    Cached on disk with the distillation runs (:func:`distill.cache.runs_dir`,
+    which two executions of a chapter can share), keyed on the set, the
+    dataset, the seeds, the protocol and the helper's code.
 
     Args:
       images: (n, 784) images on the data's [0, 1] pixel scale.
@@ -273,4 +274,5 @@ def test_accuracies(images, labels, dataset: Dataset, *, seeds=(0, 1, 2, 3, 4),
            "train": cache.fingerprint(dataset.train.images),
            "test": [cache.fingerprint(dataset.test.images), cache.fingerprint(dataset.test.labels)],
            "seeds": seeds, "protocol": dataclasses.asdict(protocol)}
-    return cache.cached("convnet-protocol", key, compute, enabled=use_cache)["accuracies"]
+    return cache.cached("convnet-protocol", key, compute, enabled=use_cache,
+                        folder=cache.runs_dir())["accuracies"]

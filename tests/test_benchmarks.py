@@ -39,3 +39,42 @@ def test_the_protocol_benchmark_reports_each_initialization_beside_the_published
     assert row["dataset"] == "mnist" and row["images_per_class"] == 1 and row["augment"]
     assert len(row["accuracies"]) == 2 and all(0 <= a <= 1 for a in row["accuracies"])
     assert row["protocol"]["epochs"] == 1 and row["peak_rss_bytes"] > 0
+
+
+def _independent_protocol():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import independent_protocol
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return independent_protocol
+
+
+def test_the_independent_convnet_has_the_helpers_architecture():
+    """The Keras ConvNet the targets are checked with, built without the helper, has
+    the helper's layers: the same number of weights in each, in the same order."""
+    import jax
+
+    from distill import convnet
+
+    keras_model = _independent_protocol().build_convnet()
+    keras_sizes = sorted(int(weight.shape.num_elements()) for weight in keras_model.weights)
+    helper_sizes = sorted(int(leaf.size) for leaf in jax.tree.leaves(
+        convnet.init_convnet(jax.random.PRNGKey(0))))
+    assert keras_sizes == helper_sizes
+    assert keras_model.output_shape == (None, 10)
+
+
+def test_the_independent_protocol_learns_separable_images(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    prototypes = rng.normal(size=(10, 28, 28, 1)).astype(np.float32)
+    images = prototypes + 0.1 * rng.normal(size=prototypes.shape).astype(np.float32)
+    test_labels = rng.integers(0, 10, 200)
+    test_images = prototypes[test_labels] + 0.1 * rng.normal(
+        size=(200, 28, 28, 1)).astype(np.float32)
+    accuracy = _independent_protocol().train_and_test(
+        images, np.eye(10, dtype=np.float32), test_images, test_labels, seed=0, epochs=20,
+        augmented=True)
+    assert accuracy > 0.8

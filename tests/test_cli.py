@@ -60,6 +60,8 @@ def test_the_seed_preset_accepts_options_equal_to_its_own():
     (["--model", "convnet", "--preset", "fixed-l2reg"], "--preset fixed-l2reg.*--model convnet"),
     (["--width", "8"], "--width 8 applies to --model convnet only"),
     (["--model", "convnet", "--width", "0"], "--width.*0"),
+    (["--pool-size", "8"], "--pool-size 8 applies to --model convnet only"),
+    (["--model", "convnet", "--pool-size", "0"], "--pool-size.*0"),
 ])
 def test_bad_options_are_refused_naming_the_option_and_the_value(fake_mnist, run_cli, tmp_path,
                                                                  options, message):
@@ -71,7 +73,7 @@ def test_bad_options_are_refused_naming_the_option_and_the_value(fake_mnist, run
 
 # --- --model convnet: a set distilled for a network ------------------------------------
 
-CONVNET = ["--model", "convnet", "--width", "4", "--images-per-class", "1"]
+CONVNET = ["--model", "convnet", "--width", "4", "--pool-size", "2", "--images-per-class", "1"]
 
 
 def test_convnet_writes_a_set_for_a_network_and_resumes_it(fake_mnist, run_cli, tmp_path):
@@ -79,7 +81,7 @@ def test_convnet_writes_a_set_for_a_network_and_resumes_it(fake_mnist, run_cli, 
     status, printed, err = run_cli(*CONVNET, "--steps", "3", "--out", out)
     assert status == 0, err
     distilled = io.load_distilled(out)
-    assert distilled.config == NetworkConfig(width=4, images_per_class=1, steps=3)
+    assert distilled.config == NetworkConfig(width=4, pool_size=2, images_per_class=1, steps=3)
     assert distilled.dataset == "mnist" and distilled.images.shape == (10, 784)
     np.testing.assert_array_equal(distilled.labels, np.arange(10))
     assert len(distilled.loss_history) == 3  # one loss per step

@@ -31,6 +31,10 @@ DEFAULT_DATASET = "mnist"
 #: Models a set can be distilled for (``--model``).
 MODELS = ("linear", "convnet")
 
+#: NetworkConfig fields with an option of their own (``--width``, ``--pool-size``),
+#: positive integers, for --model convnet only.
+NETWORK_ONLY = ("width", "pool_size")
+
 #: Presets that fix every option (the others take --dataset, --steps, ... on top).
 LOCKED_PRESETS = ("seed",)
 
@@ -78,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=int,
                         help="--model convnet: channels of the pool's ConvNets "
                              f"(default {NetworkConfig().width})")
+    parser.add_argument("--pool-size", type=int,
+                        help="--model convnet: networks in the pool, each trained online "
+                             f"and reset in turn (default {NetworkConfig().pool_size}; "
+                             "8 reaches DC's 91.7%% at 1 image per class, "
+                             "benchmarks/README.md)")
     parser.add_argument("--dataset", choices=sorted(CLASS_NAMES),
                         help=f"dataset to distill (default {DEFAULT_DATASET})")
     size = parser.add_mutually_exclusive_group()
@@ -148,10 +157,15 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig | NetworkConfig:
     if model == "convnet" and args.preset is not None:
         raise ValueError(f"--preset {args.preset} is a setting of --model linear; drop it "
                          "or drop --model convnet")
-    if model != "convnet" and getattr(args, "width", None) is not None:
-        raise ValueError(f"--width {args.width} applies to --model convnet only")
-    if model == "convnet" and args.width is not None:
-        overrides["width"] = args.width
+    for field in NETWORK_ONLY:
+        option, value = f"--{field.replace('_', '-')}", getattr(args, field, None)
+        if value is None:
+            continue
+        if model != "convnet":
+            raise ValueError(f"{option} {value} applies to --model convnet only")
+        if value < 1:
+            raise ValueError(f"{option} must be a positive integer, got {value}")
+        overrides[field] = value
     for field in ("images_per_class", "steps"):
         if field in overrides and overrides[field] < 1:
             raise ValueError(f"--{field.replace('_', '-')} must be a positive integer, "
@@ -166,8 +180,6 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig | NetworkConfig:
         raise ValueError(f"--preset seed fixes its own configuration; drop --dataset "
                          f"{args.dataset} or drop --preset")
     if model == "convnet":
-        if "width" in overrides and overrides["width"] < 1:
-            raise ValueError(f"--width must be a positive integer, got {overrides['width']}")
         return NetworkConfig(**overrides)
     preset = PRESETS[args.preset or DEFAULT_PRESET]
     if args.preset not in LOCKED_PRESETS:

@@ -120,3 +120,15 @@ def test_functions_measured_side_by_side_give_their_outputs_and_refuse_bad_argum
         profiling.measure_compiled_side_by_side({}, x)
     with pytest.raises(ValueError, match="repeats.*0"):
         profiling.measure_compiled_side_by_side({"sum": lambda a: a.sum()}, x, repeats=0)
+    # Arguments of its own for each function; their sizes from the same analysis.
+    costs = profiling.measure_compiled_side_by_side(
+        {"small": jax.numpy.sum, "large": jax.numpy.sum}, repeats=1,
+        arguments={"small": (jax.numpy.ones(10),), "large": (jax.numpy.ones(1000),)})
+    assert (float(costs["small"].output), float(costs["large"].output)) == (10, 1000)
+    assert (costs["small"].argument_bytes, costs["large"].argument_bytes) == (40, 4000)
+    with pytest.raises(ValueError, match=r"arguments must name the same functions.*\['sum'\]"):
+        profiling.measure_compiled_side_by_side({"sum": jax.numpy.sum}, x,
+                                                arguments={"other": (x,)})
+    with pytest.raises(ValueError, match="not both"):
+        profiling.measure_compiled_side_by_side({"sum": jax.numpy.sum}, x,
+                                                arguments={"sum": (x,)})

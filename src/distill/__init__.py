@@ -6,6 +6,7 @@ Layers, each importing only those above it:
   :mod:`distill.atomic`: the one way files are written (all or nothing)
 - :mod:`distill.config`: ``DistillConfig`` and the named ``PRESETS`` (no JAX)
 - :mod:`distill.data`: datasets as flat float arrays (TFDS, offline files, cache)
+- :mod:`distill.sharding`: the devices as a mesh, the real data split over them
 - :mod:`distill.model`: the inner model (logistic regression) and its solvers;
   :mod:`distill.convnet`: the benchmarks' ConvNet (plain JAX)
 - :mod:`distill.outer`: outer solvers, objects with ``init`` and ``step``

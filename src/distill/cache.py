@@ -125,10 +125,12 @@ def library_versions() -> dict[str, str]:
 
 
 def _numerics() -> dict:
-    """Where and how JAX computes: a GPU's numbers are not a CPU's, nor float64's float32's."""
+    """Where and how JAX computes: a GPU's numbers are not a CPU's, nor float64's
+    float32's, and sums split over eight devices round unlike one device's."""
     import jax
 
-    return {"backend": jax.default_backend(), "x64": bool(jax.config.jax_enable_x64)}
+    return {"backend": jax.default_backend(), "x64": bool(jax.config.jax_enable_x64),
+            "devices": jax.device_count()}
 
 
 @contextlib.contextmanager
@@ -159,7 +161,7 @@ def cached(kind: str, key: dict, compute, *, enabled: bool = True,
     """``compute()`` (a dict of arrays), or the copy saved by an earlier call with the same key.
 
     Every key also holds the :func:`source_hash` of the helper, the
-    :func:`library_versions`, JAX's backend and whether it runs in 64-bit
+    :func:`library_versions`, JAX's backend, its device count and whether it runs in 64-bit
     mode, so no result outlives the code that computed it or is read where
     other numerics would compute it. Processes that ask for the same result
     at the same time (two executions of a chapter side by side) compute it
@@ -191,6 +193,15 @@ def cached(kind: str, key: dict, compute, *, enabled: bool = True,
             result = {name: np.asarray(value) for name, value in compute().items()}
             write_atomically(path, lambda file: np.savez(file, **result))
     return result
+
+
+def _split_over_every_device(examples: int):
+    """How a run on every device split ``examples``: the device count is in the key."""
+    import jax
+
+    from distill import sharding
+
+    return sharding.split_of(examples, jax.device_count())
 
 
 def distilled(train_images, train_labels, config, *, use_cache: bool = True):
@@ -244,7 +255,8 @@ def distilled(train_images, train_labels, config, *, use_cache: bool = True):
         inner_not_converged=int(saved["inner_not_converged"]),
         inner_params=saved["inner_params"], steps=int(saved["steps"]),
         stop_reason=str(saved["stop_reason"]), seconds=float(saved["seconds"]),
-        compile_seconds=float(saved["compile_seconds"]), config=config)
+        compile_seconds=float(saved["compile_seconds"]), config=config,
+        data_split=_split_over_every_device(len(train_images)))
 
 
 def network_distilled(train, config, *, standardize, image_shape=(28, 28, 1),
@@ -297,4 +309,5 @@ def network_distilled(train, config, *, standardize, image_shape=(28, 28, 1),
         loss_history=saved["loss_history"].tolist(),
         inner_errors=saved["inner_errors"].tolist(),
         inner_not_converged=int(saved["inner_not_converged"]), steps=int(saved["steps"]),
-        seconds=float(saved["seconds"]), config=config)
+        seconds=float(saved["seconds"]), config=config,
+        data_split=_split_over_every_device(config.batch_size))

@@ -124,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save-every", type=int, default=10, metavar="N",
                         help="also write --out every N outer steps, so that a stopped run "
                              "can be resumed (default 10)")
+    parser.add_argument("--devices", type=int, metavar="N",
+                        help="split the real data over the first N devices JAX sees "
+                             "(default: all of them, over every process)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="one process of a multi-host run: join the others first "
+                             "(jax.distributed.initialize(), which finds them on the "
+                             "clusters JAX knows, such as Cloud TPU and SLURM); every "
+                             "process runs the same command")
     parser.add_argument("--data-dir",
                         help="folder with offline dataset files (default: $DISTILL_DATA_DIR)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -261,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     if args.save_every < 1:
         parser.error(f"--save-every must be a positive integer, got {args.save_every}")
+    if args.devices is not None and args.devices < 1:
+        parser.error(f"--devices must be a positive integer, got {args.devices}")
     dataset_name = dataset_from_args(args)
     num_classes = len(CLASS_NAMES[dataset_name])
 
@@ -293,6 +303,21 @@ def main(argv: list[str] | None = None) -> int:
         # A later run loads the compiled outer step instead of compiling it again.
         jax.config.update("jax_compilation_cache_dir", str(data.cache_dir() / "xla"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    from distill import sharding
+
+    if args.distributed:
+        try:
+            jax.distributed.initialize()
+        except (ValueError, RuntimeError, TypeError) as error:
+            parser.error(f"--distributed: cannot join the other processes: {error}")
+    try:
+        mesh = sharding.make_mesh(args.devices)
+    except ValueError as error:
+        parser.error(f"--devices: {error}")
+    if jax.process_index() > 0:
+        # Every process takes the same steps; the first one reports and writes --out.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the rest of the process)
+        args.no_progress = True
     start = time.perf_counter()
     try:
         dataset = data.load_dataset(dataset_name, data_dir=args.data_dir)
@@ -301,8 +326,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"loaded {dataset.name}: {len(dataset.train)} training and {len(dataset.test)} "
           f"test images in {time.perf_counter() - start:.1f} s", flush=True)
+    split = sharding.split_of(config.batch_size if isinstance(config, NetworkConfig)
+                              else len(dataset.train), mesh.size)
+    what = ("each batch of real images" if isinstance(config, NetworkConfig)
+            else "the real training images")
+    print(f"devices: {mesh.size} ({mesh.devices.flat[0].platform}, {jax.process_count()} "
+          f"process{'es' if jax.process_count() > 1 else ''}); {what} split over them: "
+          f"{split.describe()}", flush=True)
     if isinstance(config, NetworkConfig):
-        return _distill_for_network(args, config, dataset, saved, earlier_history)
+        return _distill_for_network(args, config, dataset, saved, earlier_history, mesh)
     from distill import distillation, model
 
     if saved is not None:
@@ -316,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
         # A resumed run's history continues the saved one (whose last entry is
         # this run's starting loss).
         history = earlier_history[:-1] + list(loss_history)
+        if not _writes_files():
+            saved_steps = len(history) - 1
+            return args.out
         path = io.save_distilled(args.out, images, labels, l2reg, loss_history=history,
                                  config=config, dataset=dataset_name)
         saved_steps = len(history) - 1
@@ -327,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             init_images=None if saved is None else saved.images,
             init_l2reg=None if saved is None else saved.l2reg,
             init_labels=None if saved is None or saved.labels.ndim == 1 else saved.labels,
-            num_classes=dataset.num_classes, progress=not args.no_progress,
+            num_classes=dataset.num_classes, mesh=mesh, progress=not args.no_progress,
             checkpoint=save, checkpoint_every=args.save_every)
     except KeyboardInterrupt:
         return _report_stop(None, saved_steps, args.out)
@@ -342,6 +377,13 @@ def main(argv: list[str] | None = None) -> int:
     print_summary(result, config, accuracy)
     print(f"wrote {path}")
     return 0
+
+
+def _writes_files() -> bool:
+    """Whether this process writes --out: the first one of a multi-host run, or the only one."""
+    import jax
+
+    return jax.process_index() == 0
 
 
 def _report_stop(error, saved_steps, out, advice: str = "") -> int:
@@ -366,7 +408,8 @@ def _report_stop(error, saved_steps, out, advice: str = "") -> int:
     return EXIT_NON_FINITE
 
 
-def _distill_for_network(args, config: NetworkConfig, dataset, saved, earlier_history) -> int:
+def _distill_for_network(args, config: NetworkConfig, dataset, saved, earlier_history,
+                         mesh) -> int:
     """``main``'s run with ``--model convnet``: distill, report, save; the exit status."""
     from distill import io, network_distillation, protocol
 
@@ -379,6 +422,9 @@ def _distill_for_network(args, config: NetworkConfig, dataset, saved, earlier_hi
     def save(images, labels, l2reg, loss_history):
         nonlocal saved_steps
         history = earlier_history + list(loss_history)  # one loss per step, appended
+        if not _writes_files():
+            saved_steps = len(history)
+            return args.out
         path = io.save_distilled(args.out, images, labels, l2reg, loss_history=history,
                                  config=config, dataset=dataset_name)
         saved_steps = len(history)
@@ -391,8 +437,8 @@ def _distill_for_network(args, config: NetworkConfig, dataset, saved, earlier_hi
             init_images=None if saved is None else saved.images,
             init_l2reg=None if saved is None else saved.l2reg,
             init_labels=None if saved is None or saved.labels.ndim == 1 else saved.labels,
-            start_step=len(earlier_history), progress=not args.no_progress, checkpoint=save,
-            checkpoint_every=args.save_every)
+            start_step=len(earlier_history), mesh=mesh, progress=not args.no_progress,
+            checkpoint=save, checkpoint_every=args.save_every)
     except KeyboardInterrupt:
         return _report_stop(None, saved_steps, args.out)
     except FloatingPointError as error:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from distill import checks, model, outer
+from distill import checks, model, outer, sharding
 from distill.config import PRESETS, DistillConfig  # noqa: F401  (re-exported for the chapters)
 from distill.model import jaxopt
 
@@ -59,6 +59,8 @@ class DistillResult:
       seconds: wall time of the run, compilation included.
       compile_seconds: of which compiling (0 when an earlier run compiled the same programs).
       config: the configuration of the run.
+      data_split: how the real data were split over the devices
+        (:class:`distill.sharding.ExampleSplit`).
     """
 
     images: np.ndarray
@@ -74,6 +76,7 @@ class DistillResult:
     seconds: float
     compile_seconds: float
     config: DistillConfig
+    data_split: sharding.ExampleSplit | None = None
 
     @property
     def final_loss(self) -> float:
@@ -164,8 +167,8 @@ def make_outer_objective(config: DistillConfig, distilled_labels, num_features: 
         iterations, or ``implicit_diff_solve=...`` to replace the linear solver.
 
     Returns:
-      ``objective(variables, train_images, train_labels, init_params=None)
-      -> (loss, inner)``. ``variables`` is the images array, or a dict from
+      ``objective(variables, train_images, train_labels, init_params=None,
+      train_weights=None) -> (loss, inner)``. ``variables`` is the images array, or a dict from
       :func:`initial_variables` (``images``, and ``log_l2reg`` and
       ``label_logits`` when learned). ``inner`` is the inner solver's result
       from the same single solve: its ``params`` (the trained model ``W*``)
@@ -173,8 +176,10 @@ def make_outer_objective(config: DistillConfig, distilled_labels, num_features: 
       ``init_params`` is where the inner solver starts (by default the
       original's ``ones``): pass the previous solution to warm-start it. No
       gradient flows into it: implicit differentiation does not depend on
-      where the solver started. ``jax.grad(objective, has_aux=True)`` gives
-      the hypergradient with respect to every variable.
+      where the solver started. ``train_weights`` weigh the real examples
+      (:func:`distill.model.data_loss`; None: all equal).
+      ``jax.grad(objective, has_aux=True)`` gives the hypergradient with
+      respect to every variable.
     """
     options = {"implicit_diff_solve": LINEAR_SOLVES[config.linear_solve],
                **inner_solver_options}
@@ -185,7 +190,7 @@ def make_outer_objective(config: DistillConfig, distilled_labels, num_features: 
                                            **options)
     inner_init = model.init_inner_params(num_features, num_classes)
 
-    def objective(variables, train_images, train_labels, init_params=None):
+    def objective(variables, train_images, train_labels, init_params=None, train_weights=None):
         if not isinstance(variables, dict):
             variables = {"images": variables}
         images = variables["images"]
@@ -194,7 +199,7 @@ def make_outer_objective(config: DistillConfig, distilled_labels, num_features: 
         init_params = jax.lax.stop_gradient(init_params).astype(images.dtype)
         l2reg, targets = l2reg_and_targets(config, variables, distilled_labels)
         inner = inner_solver.run(init_params, l2reg, (images, targets))
-        return model.data_loss(inner.params, train_images, train_labels), inner
+        return model.data_loss(inner.params, train_images, train_labels, train_weights), inner
 
     return objective
 
@@ -225,8 +230,10 @@ def _logistic_regression_objective(key: DistillConfig, num_classes: int, num_fea
 @functools.lru_cache(maxsize=32)
 def _outer_solver(objective, outer_optimizer: str, learning_rate: float):
     """An outer solver around ``objective``, kept with its compiled programs."""
-    def fun(variables, init_params, train_images, train_labels):
-        loss, inner = objective(variables, train_images, train_labels, init_params)
+    def fun(variables, init_params, train_images, train_labels, *weights):
+        # ``weights`` is empty, or the padded data's example weights.
+        loss, inner = objective(variables, train_images, train_labels, init_params,
+                                *weights)
         return loss, (inner.params, inner.state.error)
 
     return outer.make_outer_solver(outer_optimizer, fun, learning_rate=learning_rate)
@@ -234,8 +241,8 @@ def _outer_solver(objective, outer_optimizer: str, learning_rate: float):
 
 def distill(train_images, train_labels, config: DistillConfig = DistillConfig(), *,
             objective=None, init_inner_params=None, init_images=None, init_l2reg=None,
-            init_labels=None, num_classes: int = 10, progress: bool = True, callback=None,
-            checkpoint=None, checkpoint_every: int = 10) -> DistillResult:
+            init_labels=None, num_classes: int = 10, mesh=None, progress: bool = True,
+            callback=None, checkpoint=None, checkpoint_every: int = 10) -> DistillResult:
     """Learn ``config.images_per_class`` images per class for ``(train_images, train_labels)``.
 
     Setup, loop, result. The outer solver (``config.outer_optimizer``, see
@@ -250,8 +257,15 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
     The inner model is logistic regression unless ``objective`` says
     otherwise: any ``objective(variables, train_images, train_labels,
     init_params) -> (loss, inner)`` shaped like :func:`make_outer_objective`'s,
-    with ``init_inner_params`` where its inner solver first starts. Keep the
-    same ``objective`` object across runs to reuse its compiled programs.
+    with ``init_inner_params`` where its inner solver first starts (it also
+    takes ``train_weights`` when the data are padded, below). Keep the same
+    ``objective`` object across runs to reuse its compiled programs.
+
+    The real data are split over the devices of ``mesh`` along the examples
+    (:mod:`distill.sharding`); the distilled set and the inner solution are
+    whole on every device. With one device that is a mesh of one. When the
+    example count is not a multiple of the device count, the data are padded
+    with examples of weight zero.
 
     Args:
       train_images: (n, num_features) floating-point real images.
@@ -266,6 +280,8 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
       init_l2reg: with ``config.learn_l2reg``, the starting ``l2reg``.
       init_labels: with ``config.learn_labels``, starting soft labels (k, num_classes).
       num_classes: the number of classes (at least 2).
+      mesh: the devices (:func:`distill.sharding.make_mesh`); all that JAX
+        sees when None.
       progress: show a progress bar.
       callback: ``callback(step, images, inner_params)``, called with the
         initial images (step 0) and after every outer step, with the inner
@@ -318,7 +334,11 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
     if init_inner_params is None:
         init_inner_params = model.init_inner_params(num_features, num_classes)
     solver = _outer_solver(objective, config.outer_optimizer, config.learning_rate)
-    data = (train_images, train_labels)
+    mesh = sharding.make_mesh() if mesh is None else mesh
+    (train_images, train_labels), train_weights, data_split = sharding.shard_examples(
+        mesh, train_images, train_labels)
+    data = (train_images, train_labels) + (() if train_weights is None else (train_weights,))
+    variables, init_inner_params = sharding.replicate(mesh, (variables, init_inner_params))
 
     def as_set(variables):
         """``(images, labels, l2reg)`` of the distilled set the variables describe."""
@@ -397,11 +417,12 @@ def distill(train_images, train_labels, config: DistillConfig = DistillConfig(),
         loss_history=losses, l2reg_history=l2regs, inner_errors=inner_errors,
         inner_not_converged=not_converged, inner_params=jax.device_get(state.aux[0]),
         steps=steps, stop_reason=stop_reason, seconds=time.perf_counter() - start,
-        compile_seconds=_compile_seconds[0] - compile_seconds_before, config=config)
+        compile_seconds=_compile_seconds[0] - compile_seconds_before, config=config,
+        data_split=data_split)
 
 
 def _checked_training_data(train_images, train_labels, num_classes):
-    """The training data as float32 JAX arrays, after the checks ``distill`` documents."""
+    """The training data as float32 and int32 NumPy arrays, after the checks ``distill`` documents."""
     num_classes = checks.positive_int(num_classes, "num_classes")
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
@@ -417,7 +438,7 @@ def _checked_training_data(train_images, train_labels, num_classes):
     # The run computes in float32, as the distilled set it returns, even where
     # 64-bit mode is on and the data are float64 (mixed, the inner solver's
     # implicit differentiation would meet two dtypes).
-    return jnp.asarray(train_images, jnp.float32), jnp.asarray(train_labels)
+    return np.asarray(train_images, np.float32), np.asarray(train_labels, np.int32)
 
 
 def _checked_init_images(init_images, shape):

@@ -105,16 +105,20 @@ def _scores_backward(residuals, g):
 scores.defvjp(_scores_forward, _scores_backward)
 
 
-def data_loss(W, images, labels):
+def data_loss(W, images, labels, weights=None):
     """The unregularized mean cross-entropy of ``W`` on ``(images, labels)``.
 
     The same as ``logistic_objective(W, 0.0, (images, labels))``, computed
-    through :func:`scores` for a faster gradient on large data.
+    through :func:`scores` for a faster gradient on large data. With
+    ``weights``, the weighted mean ``sum_i w_i CE_i / sum_i w_i``: the data
+    padded by :func:`distill.sharding.shard_examples` mark their padding
+    with weight zero.
 
     Args:
       W: (num_features, num_classes) weights.
       images: (n, num_features) images.
       labels: (n,) integer classes or (n, num_classes) soft targets.
+      weights: (n,) non-negative weights of the examples, or None (all equal).
 
     Returns:
       The scalar loss (a JAX array; the outer loss when ``W`` is the inner
@@ -123,8 +127,13 @@ def data_loss(W, images, labels):
     logits = scores(images, W)
     log_probs = jax.nn.log_softmax(logits)
     if jnp.ndim(labels) == 2:
-        return -jnp.mean(jnp.sum(labels * log_probs, axis=1))
-    return -jnp.mean(jnp.take_along_axis(log_probs, jnp.asarray(labels)[:, None], axis=1))
+        log_likelihoods = jnp.sum(labels * log_probs, axis=1)
+    else:
+        log_likelihoods = jnp.take_along_axis(log_probs, jnp.asarray(labels)[:, None],
+                                              axis=1)[:, 0]
+    if weights is None:
+        return -jnp.mean(log_likelihoods)
+    return -jnp.sum(weights * log_likelihoods) / jnp.sum(weights)
 
 
 def hessian_vector_product(W, l2reg, data, objective=inner_objective):

@@ -36,7 +36,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from distill import checks, convnet, evaluate, model
+from distill import checks, convnet, evaluate, model, sharding
 from distill.config import NetworkConfig
 from distill.data import Split
 from distill.distillation import LINEAR_SOLVES
@@ -57,6 +57,8 @@ class NetworkDistillResult:
       steps: outer steps taken.
       seconds: wall time of the run.
       config: the configuration.
+      data_split: how each real batch was split over the devices
+        (:class:`distill.sharding.ExampleSplit`).
     """
 
     images: np.ndarray
@@ -68,6 +70,7 @@ class NetworkDistillResult:
     steps: int
     seconds: float
     config: NetworkConfig
+    data_split: sharding.ExampleSplit | None = None
 
 
 def initial_variables(config: NetworkConfig, images, num_classes: int = 10, *,
@@ -115,10 +118,12 @@ def make_outer_loss(config: NetworkConfig, hard_labels, *, image_shape=(28, 28, 
         (e.g. ``implicit_diff=False`` to unroll the inner iterations).
 
     Returns:
-      ``loss(variables, network_params, real_images, real_labels) -> (loss,
-      inner)``. ``variables`` as :func:`initial_variables` gives them (images
-      standardized); ``network_params`` a ConvNet's weights; ``real_images``
-      (n, num_features) standardized, ``real_labels`` (n,) classes. ``inner``
+      ``loss(variables, network_params, real_images, real_labels,
+      real_weights=None) -> (loss, inner)``. ``variables`` as
+      :func:`initial_variables` gives them (images standardized);
+      ``network_params`` a ConvNet's weights; ``real_images`` (n,
+      num_features) standardized, ``real_labels`` (n,) classes,
+      ``real_weights`` (n,) weights of the examples (None: all equal). ``inner``
       is the inner solver's result (``params`` is ``W*``, ``state.error`` its
       gradient norm). ``jax.grad(loss, has_aux=True)`` gives the
       hypergradient with respect to every variable.
@@ -134,7 +139,7 @@ def make_outer_loss(config: NetworkConfig, hard_labels, *, image_shape=(28, 28, 
         phi = convnet.convnet_features(network_params, images, image_shape=image_shape)
         return phi / jnp.sqrt(phi.shape[1])
 
-    def loss(variables, network_params, real_images, real_labels):
+    def loss(variables, network_params, real_images, real_labels, real_weights=None):
         distilled = features(network_params, variables["images"])
         l2reg = jnp.exp(variables["log_l2reg"]) if "log_l2reg" in variables else config.l2reg
         targets = (jax.nn.softmax(variables["label_logits"]) if "label_logits" in variables
@@ -142,7 +147,7 @@ def make_outer_loss(config: NetworkConfig, hard_labels, *, image_shape=(28, 28, 
         init = jnp.zeros((distilled.shape[1], num_classes), distilled.dtype)
         inner = solver.run(init, l2reg, (distilled, targets))
         return model.data_loss(inner.params, features(network_params, real_images),
-                               real_labels), inner
+                               real_labels, real_weights), inner
 
     return loss
 
@@ -150,12 +155,13 @@ def make_outer_loss(config: NetworkConfig, hard_labels, *, image_shape=(28, 28, 
 def _set_of(variables, hard_labels, config: NetworkConfig, standardize):
     """``(images on the pixel scale, labels, l2reg)`` that ``variables`` describe."""
     mean, std = standardize
+    variables = sharding.to_host(variables)
     images = np.asarray(variables["images"], np.float32) * std + mean
     if config.learn_labels:
         labels = np.asarray(jax.nn.softmax(variables["label_logits"]), np.float32)
     else:
         labels = np.asarray(hard_labels)
-    l2reg = float(jnp.exp(variables["log_l2reg"])) if config.learn_l2reg else config.l2reg
+    l2reg = float(np.exp(variables["log_l2reg"])) if config.learn_l2reg else config.l2reg
     return images.astype(np.float32), labels, l2reg
 
 
@@ -210,8 +216,8 @@ def warn_inner_not_converged(config: NetworkConfig, count: int, inner_errors, *,
 def distill_for_network(train: Split, config: NetworkConfig = NetworkConfig(), *,
                         standardize: tuple[float, float], num_classes: int = 10,
                         image_shape=(28, 28, 1), init_images=None, init_l2reg=None,
-                        init_labels=None, start_step: int = 0, progress: bool = True,
-                        callback=None, checkpoint=None,
+                        init_labels=None, start_step: int = 0, mesh=None,
+                        progress: bool = True, callback=None, checkpoint=None,
                         checkpoint_every: int = 50) -> NetworkDistillResult:
     """Learn ``config.images_per_class`` images per class that teach a ConvNet.
 
@@ -220,6 +226,11 @@ def distill_for_network(train: Split, config: NetworkConfig = NetworkConfig(), *
     its hypergradient (implicit differentiation of the inner logistic
     regression on the network's features), updates the images with Adam, and
     gives that network one online update on the distilled set.
+
+    Each real batch is split over the devices of ``mesh`` along the examples
+    (:mod:`distill.sharding`; padded with examples of weight zero when the
+    batch size is not a multiple of the device count); the distilled set and
+    the networks are whole on every device.
 
     Args:
       train: the real training split (images on the [0, 1] pixel scale).
@@ -238,6 +249,8 @@ def distill_for_network(train: Split, config: NetworkConfig = NetworkConfig(), *
         drawn afresh for steps ``start_step + 1, ...``. A resumed run starts
         a new pool and a new Adam state, so it is not the same as an
         uninterrupted run.
+      mesh: the devices (:func:`distill.sharding.make_mesh`); all that JAX
+        sees when None.
       progress: show a progress bar.
       callback: ``callback(step, loss, variables)`` after each step.
       checkpoint: ``checkpoint(images, labels, l2reg, loss_history)`` every
@@ -261,8 +274,9 @@ def distill_for_network(train: Split, config: NetworkConfig = NetworkConfig(), *
                            count=len(images), soft=False)
     checkpoint_every = checks.positive_int(checkpoint_every, "checkpoint_every")
     mean, std = standardize
-    real = (jnp.asarray(images, jnp.float32) - mean) / std
-    real_labels = jnp.asarray(labels)
+    real = ((np.asarray(images, np.float32) - mean) / std).astype(np.float32)
+    real_labels = np.asarray(labels, np.int32)
+    mesh = sharding.make_mesh() if mesh is None else mesh
     if init_images is None:
         init_images, hard_labels = evaluate.random_real_subset(train, config.images_per_class,
                                                                seed=config.seed,
@@ -278,12 +292,12 @@ def distill_for_network(train: Split, config: NetworkConfig = NetworkConfig(), *
         dataclasses.replace(config, seed=0, steps=1), tuple(int(c) for c in hard_labels),
         tuple(image_shape), num_classes)
     optimizer = optax.adam(config.learning_rate)
-    opt_state = optimizer.init(variables)
+    variables, opt_state = sharding.replicate(mesh, (variables, optimizer.init(variables)))
 
     def new_network(key):
         params = convnet.init_convnet(key, image_shape=image_shape, width=config.width,
                                       depth=config.depth, num_classes=num_classes)
-        return params, pool_optimizer.init(params)
+        return sharding.replicate(mesh, (params, pool_optimizer.init(params)))
 
     if isinstance(start_step, bool) or int(start_step) != start_step or start_step < 0:
         raise ValueError(f"start_step must be a non-negative integer, got {start_step!r}")
@@ -305,14 +319,15 @@ def distill_for_network(train: Split, config: NetworkConfig = NetworkConfig(), *
             checkpoint(*_set_of(variables, hard_labels, config, standardize), list(losses))
 
     # The loop.
-    steps = 0
+    steps, data_split = 0, sharding.split_of(config.batch_size, mesh.size)
     try:
         for step in tqdm(range(config.steps), desc="outer steps", disable=not progress,
                          mininterval=1.0):
             index = step % config.pool_size
             rows = rng.integers(0, len(real), config.batch_size)
-            (loss, inner), gradient = loss_and_grad(variables, pool[index][0], real[rows],
-                                                    real_labels[rows])
+            batch, weights, _ = sharding.shard_examples(mesh, real[rows],
+                                                        real_labels[rows])
+            (loss, inner), gradient = loss_and_grad(variables, pool[index][0], *batch, weights)
             loss = float(loss)
             finite = np.isfinite(loss) and all(bool(jnp.all(jnp.isfinite(leaf)))
                                                for leaf in jax.tree.leaves(gradient))
@@ -353,4 +368,4 @@ def distill_for_network(train: Split, config: NetworkConfig = NetworkConfig(), *
     return NetworkDistillResult(
         images=final_images, labels=final_labels, l2reg=final_l2reg, loss_history=losses,
         inner_errors=inner_errors, inner_not_converged=not_converged, steps=steps,
-        seconds=time.perf_counter() - start, config=config)
+        seconds=time.perf_counter() - start, config=config, data_split=data_split)

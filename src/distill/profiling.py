@@ -19,12 +19,16 @@ class CompiledCost:
       temp_bytes: working memory XLA allocates for one call (arguments and
         outputs excluded), from its memory analysis.
       output: what the function returned.
+      argument_bytes: the arguments' size, from the same analysis. For a
+        program compiled for several devices, this and ``temp_bytes`` are
+        what each device holds.
     """
 
     compile_seconds: float
     run_seconds: float
     temp_bytes: int
     output: object
+    argument_bytes: int = 0
 
 
 def measure_compiled(fun, *args, repeats: int = 5) -> CompiledCost:
@@ -50,7 +54,8 @@ def measure_compiled(fun, *args, repeats: int = 5) -> CompiledCost:
     return measure_compiled_side_by_side({"fun": fun}, *args, repeats=repeats)["fun"]
 
 
-def measure_compiled_side_by_side(functions: dict, *args, repeats: int = 21) -> dict:
+def measure_compiled_side_by_side(functions: dict, *args, repeats: int = 21,
+                                  arguments: dict | None = None) -> dict:
     """:func:`measure_compiled` for several functions of the same arguments, their calls interleaved.
 
     Each round calls every function once, in turn (starting with the next
@@ -63,6 +68,9 @@ def measure_compiled_side_by_side(functions: dict, *args, repeats: int = 21) -> 
       functions: ``{name: fun}``, each JAX-traceable in all of ``args``.
       *args: their arguments (arrays or pytrees of arrays).
       repeats: timed rounds, after one untimed warm-up call of each.
+      arguments: ``{name: args}``, a tuple of arguments for each function
+        instead of the shared ``args`` (e.g. the same data placed on
+        different devices).
 
     Returns:
       ``{name: CompiledCost}``; each ``output`` is the warm-up call's result.
@@ -75,19 +83,25 @@ def measure_compiled_side_by_side(functions: dict, *args, repeats: int = 21) -> 
         raise ValueError("functions is empty: give at least one {name: fun}")
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
+    if arguments is not None and set(arguments) != set(functions):
+        raise ValueError(f"arguments must name the same functions as functions, got "
+                         f"{sorted(arguments)} for {sorted(functions)}")
+    if arguments is not None and args:
+        raise ValueError("give the shared *args or arguments for each function, not both")
+    arguments = {name: tuple(args) for name in functions} if arguments is None else arguments
     compiled, compile_seconds, outputs = {}, {}, {}
     for name, fun in functions.items():
         start = time.perf_counter()
-        compiled[name] = jax.jit(fun).lower(*args).compile()
+        compiled[name] = jax.jit(fun).lower(*arguments[name]).compile()
         compile_seconds[name] = time.perf_counter() - start
-        outputs[name] = jax.block_until_ready(compiled[name](*args))
+        outputs[name] = jax.block_until_ready(compiled[name](*arguments[name]))
     times = {name: [] for name in functions}
     names = list(functions)
     for round_ in range(repeats):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
-            jax.block_until_ready(compiled[name](*args))
+            jax.block_until_ready(compiled[name](*arguments[name]))
             times[name].append(time.perf_counter() - start)
     costs = {}
     for name, program in compiled.items():
@@ -95,7 +109,8 @@ def measure_compiled_side_by_side(functions: dict, *args, repeats: int = 21) -> 
         if analysis is None:
             raise RuntimeError(f"the {jax.default_backend()} backend gives no memory analysis")
         costs[name] = CompiledCost(compile_seconds[name], statistics.median(times[name]),
-                                   int(analysis.temp_size_in_bytes), outputs[name])
+                                   int(analysis.temp_size_in_bytes), outputs[name],
+                                   int(analysis.argument_size_in_bytes))
     return costs
 
 

@@ -161,7 +161,7 @@ def _set_of(variables, hard_labels, config: NetworkConfig, standardize):
         labels = np.asarray(jax.nn.softmax(variables["label_logits"]), np.float32)
     else:
         labels = np.asarray(hard_labels)
-    l2reg = float(np.exp(variables["log_l2reg"])) if config.learn_l2reg else config.l2reg
+    l2reg = float(jnp.exp(variables["log_l2reg"])) if config.learn_l2reg else config.l2reg
     return images.astype(np.float32), labels, l2reg
 
 
@@ -274,7 +274,9 @@ def distill_for_network(train: Split, config: NetworkConfig = NetworkConfig(), *
                            count=len(images), soft=False)
     checkpoint_every = checks.positive_int(checkpoint_every, "checkpoint_every")
     mean, std = standardize
-    real = ((np.asarray(images, np.float32) - mean) / std).astype(np.float32)
+    # Standardized by JAX, as the distilled images are; the batches are drawn
+    # on the host and split over the devices at each step.
+    real = np.asarray((jnp.asarray(images, jnp.float32) - mean) / std)
     real_labels = np.asarray(labels, np.int32)
     mesh = sharding.make_mesh() if mesh is None else mesh
     if init_images is None:

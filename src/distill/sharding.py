@@ -145,13 +145,26 @@ def shard_examples(mesh: Mesh, *arrays):
                                   np.zeros(split.padding, np.float32)])
         arrays = [np.concatenate([array, np.zeros((split.padding, *array.shape[1:]),
                                                   array.dtype)]) for array in arrays]
-    sharding = NamedSharding(mesh, PartitionSpec(AXIS))
-
     def place(array):
-        return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+        return _place(mesh, PartitionSpec(AXIS), array)
 
     return (tuple(place(array) for array in arrays),
             None if weights is None else place(weights), split)
+
+
+def _place(mesh: Mesh, spec: PartitionSpec, array: np.ndarray) -> jax.Array:
+    """``array`` on the mesh's devices by ``spec``; each device receives only its part.
+
+    A mesh of JAX's default device alone places the array as JAX places any
+    array it is given (on that device, free to move): the loops' compiled
+    programs then meet the same placements on their first call as on later
+    ones (a mix would compile them again), and compute what they computed
+    before meshes, bit for bit.
+    """
+    if mesh.size == 1 and mesh.devices.flat[0] == jax.devices()[0]:
+        return jax.device_put(array)
+    return jax.make_array_from_callback(array.shape, NamedSharding(mesh, spec),
+                                        lambda index: array[index])
 
 
 def replicate(mesh: Mesh, tree):
@@ -164,13 +177,7 @@ def replicate(mesh: Mesh, tree):
     Returns:
       The same pytree, each leaf a JAX array replicated over the mesh.
     """
-    sharding = NamedSharding(mesh, PartitionSpec())
-
-    def place(leaf):
-        leaf = np.asarray(leaf)
-        return jax.make_array_from_callback(leaf.shape, sharding, lambda index: leaf[index])
-
-    return jax.tree.map(place, tree)
+    return jax.tree.map(lambda leaf: _place(mesh, PartitionSpec(), np.asarray(leaf)), tree)
 
 
 def to_host(tree):

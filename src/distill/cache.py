@@ -119,9 +119,16 @@ def library_versions() -> dict[str, str]:
     """The versions of the libraries whose numbers every cached result depends on.
 
     Returns:
-      ``{name: version}`` for JAX, jaxlib, JAXopt and NumPy, as installed.
+      ``{name: version}`` for JAX, jaxlib, JAXopt, Optax and NumPy, as
+      installed (None for one that is not: JAXopt is optional).
     """
-    return {name: importlib.metadata.version(name) for name in ("jax", "jaxlib", "jaxopt", "numpy")}
+    versions = {}
+    for name in ("jax", "jaxlib", "jaxopt", "optax", "numpy"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def _numerics() -> dict:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from distill import checks
-from distill.config import PRESETS, DistillConfig, NetworkConfig
+from distill.config import IMPLICIT_DIFF_BACKENDS, PRESETS, DistillConfig, NetworkConfig
 from distill.data import CLASS_NAMES
 
 #: The configuration without ``--preset``: the book's recommended setting.
@@ -117,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
                              f"{network.l2reg} with --model convnet)")
     parser.add_argument("--learn-labels", action=argparse.BooleanOptionalAction, default=None,
                         help="learn soft labels along with the images (default: off)")
+    parser.add_argument("--implicit-diff", choices=IMPLICIT_DIFF_BACKENDS,
+                        help="who differentiates the inner solve implicitly: 'jaxopt' "
+                             "(default; JAXopt's solvers, archived upstream) or 'jax' "
+                             "(Optax's solvers and jax.lax.custom_root: core JAX, no JAXopt "
+                             "needed; the same hypergradient, to the inner tolerance)")
     parser.add_argument("--resume", metavar="PATH",
                         help="start from the distilled set saved in PATH (by an earlier run "
                              "with the same model, dataset, images per class and settings) "
@@ -159,8 +164,8 @@ def config_from_args(args: argparse.Namespace) -> DistillConfig | NetworkConfig:
     """
     overrides = {field: getattr(args, field)
                  for field in ("images_per_class", "steps", "seed", "learn_l2reg",
-                               "learn_labels")
-                 if getattr(args, field) is not None}
+                               "learn_labels", "implicit_diff")
+                 if getattr(args, field, None) is not None}
     model = getattr(args, "model", "linear")
     if model == "convnet" and args.preset is not None:
         raise ValueError(f"--preset {args.preset} is a setting of --model linear; drop it "

@@ -23,6 +23,10 @@ INNER_SOLVERS = ("gradient_descent", "lbfgs")
 #: normal equations, which squares the condition number.
 LINEAR_SOLVERS = ("cg", "normal_cg")
 
+#: Backends of implicit differentiation (see :mod:`distill.implicit`): JAXopt's
+#: solvers, or Optax's with ``jax.lax.custom_root`` (core JAX, no JAXopt).
+IMPLICIT_DIFF_BACKENDS = ("jaxopt", "jax")
+
 #: Outer optimizers (see :mod:`distill.outer`).
 OUTER_OPTIMIZERS = ("lbfgs", "gradient_descent", "adam")
 
@@ -89,6 +93,9 @@ class DistillConfig(_Fields):
       learn_l2reg: learn ``log(l2reg)`` along with the images.
       learn_labels: learn soft labels (the softmax of learned logits) along
         with the images.
+      implicit_diff: who differentiates the inner solve implicitly:
+        ``"jaxopt"`` (JAXopt's solvers) or ``"jax"`` (Optax's solvers and
+        ``jax.lax.custom_root``, without JAXopt); see :mod:`distill.implicit`.
     """
 
     images_per_class: int = 1
@@ -105,6 +112,7 @@ class DistillConfig(_Fields):
     learning_rate: float = 0.01
     learn_l2reg: bool = False
     learn_labels: bool = False
+    implicit_diff: str = "jaxopt"
 
     def __post_init__(self):
         for name in ("images_per_class", "steps", "inner_maxiter"):
@@ -118,7 +126,8 @@ class DistillConfig(_Fields):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         for name, choices in (("inner_solver", INNER_SOLVERS),
                               ("linear_solve", LINEAR_SOLVERS),
-                              ("outer_optimizer", OUTER_OPTIMIZERS)):
+                              ("outer_optimizer", OUTER_OPTIMIZERS),
+                              ("implicit_diff", IMPLICIT_DIFF_BACKENDS)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {list(choices)}, "
                                  f"got {getattr(self, name)!r}")
@@ -186,6 +195,7 @@ class NetworkConfig(_Fields):
       learn_labels: learn soft labels along with the images.
       inner_tol: the inner L-BFGS stops when its gradient norm is below this.
       inner_maxiter: ... or after this many iterations (counted and warned about).
+      implicit_diff: ``"jaxopt"`` or ``"jax"``, as for :class:`DistillConfig`.
     """
 
     images_per_class: int = 10
@@ -203,6 +213,7 @@ class NetworkConfig(_Fields):
     learn_labels: bool = False
     inner_tol: float = 1e-5
     inner_maxiter: int = 500
+    implicit_diff: str = "jaxopt"
 
     def __post_init__(self):
         for name in ("images_per_class", "steps", "width", "depth", "pool_size", "reset_every",
@@ -217,3 +228,6 @@ class NetworkConfig(_Fields):
         for name in ("learn_l2reg", "learn_labels"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.implicit_diff not in IMPLICIT_DIFF_BACKENDS:
+            raise ValueError(f"implicit_diff must be one of {list(IMPLICIT_DIFF_BACKENDS)}, "
+                             f"got {self.implicit_diff!r}")

@@ -26,15 +26,19 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from distill import checks, model, outer, sharding
+from distill import checks, implicit, model, outer, sharding
 from distill.config import PRESETS, DistillConfig  # noqa: F401  (re-exported for the chapters)
-from distill.model import jaxopt
+from distill.config import LINEAR_SOLVERS
 
-#: The implicit-differentiation linear solvers that ``DistillConfig.linear_solve`` names.
-LINEAR_SOLVES = {
-    "cg": jaxopt.linear_solve.solve_cg,
-    "normal_cg": jaxopt.linear_solve.solve_normal_cg,
-}
+
+def __getattr__(name):
+    # ``LINEAR_SOLVES``: JAXopt's implicit-differentiation linear solvers,
+    # by the names ``DistillConfig.linear_solve`` takes (JAXopt is imported
+    # on first use; the core-JAX backend never needs it).
+    if name == "LINEAR_SOLVES":
+        return {solver: implicit.linear_solve(solver, "jaxopt") for solver in LINEAR_SOLVERS}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Initial label logits when labels are learned: the softmax of
 #: ``LABEL_LOGIT_SCALE * one_hot`` starts each label close to its hard class.
@@ -151,7 +155,8 @@ def make_outer_objective(config: DistillConfig, distilled_labels, num_features: 
     """The outer loss of logistic regression, through its inner solver.
 
     The inner solver is ``config``'s (:func:`distill.model.make_inner_solver`),
-    differentiated implicitly with ``config.linear_solve``. The training data
+    differentiated implicitly with ``config.linear_solve`` by
+    ``config.implicit_diff`` (JAXopt, or core JAX's ``custom_root``). The training data
     are arguments, not closed-over constants: a jitted function that closes
     over a (60000, 784) array embeds it in the compiled program, which makes
     compilation slow.
@@ -181,8 +186,9 @@ def make_outer_objective(config: DistillConfig, distilled_labels, num_features: 
       ``jax.grad(objective, has_aux=True)`` gives the hypergradient with
       respect to every variable.
     """
-    options = {"implicit_diff_solve": LINEAR_SOLVES[config.linear_solve],
-               **inner_solver_options}
+    options = {"implicit_diff_solve": implicit.linear_solve(config.linear_solve,
+                                                            config.implicit_diff),
+               "backend": config.implicit_diff, **inner_solver_options}
     if config.learn_labels:
         options.setdefault("objective", model.logistic_objective)  # soft targets
     options.setdefault("method", config.inner_solver)

@@ -6,29 +6,57 @@ images ``X`` (k, 784) with labels ``y``, it minimizes
 
     L(W; X, y, l2reg) = mean_i  CE(y_i, softmax(X_i @ W))  +  l2reg / 2 * ||W||^2
 
-which is ``jaxopt.objective.l2_multiclass_logreg(W, l2reg, (X, y))``.
+which is ``jaxopt.objective.l2_multiclass_logreg(W, l2reg, (X, y))``, written
+here in JAX with the same operations, so that the helper needs JAXopt only
+for JAXopt's solvers (:mod:`distill.implicit`).
 """
 
 from __future__ import annotations
 
 import functools
-import warnings
-
-with warnings.catch_warnings():
-    # JAXopt is archived upstream (0.8.5 is the last release) and says so on
-    # import; the book explains this once, so the helper keeps it quiet.
-    warnings.filterwarnings("ignore", message="JAXopt is no longer maintained")
-    import jaxopt
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from distill import checks
+from distill import checks, implicit
 from distill.config import INNER_SOLVERS  # noqa: F401  (the names make_inner_solver takes)
 
-#: The inner objective, exactly as JAXopt defines it: (W, l2reg, (X, y)) -> loss.
-inner_objective = jaxopt.objective.l2_multiclass_logreg
+
+def __getattr__(name):
+    # ``distill.model.jaxopt``: JAXopt, imported on first use without its
+    # archival warning (chapters that teach JAXopt's own API import it so).
+    if name == "jaxopt":
+        return implicit.import_jaxopt()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _logistic_loss(label, logits):
+    # JAXopt's multiclass_logistic_loss: logsumexp(logits) - logits[label],
+    # with the label's score subtracted inside, against rounding.
+    logits = (logits - logits[label]).at[label].set(0.0)
+    return jax.scipy.special.logsumexp(logits)
+
+
+_logistic_losses = jax.vmap(_logistic_loss)
+
+
+def inner_objective(W, l2reg, data):
+    """The inner objective, as JAXopt defines it: (W, l2reg, (X, y)) -> loss.
+
+    ``mean_i CE(y_i, softmax(X_i @ W)) + l2reg / 2 * ||W||^2``, computed as
+    ``jaxopt.objective.l2_multiclass_logreg`` computes it, bit for bit.
+
+    Args:
+      W: (num_features, num_classes) weights.
+      l2reg: scalar L2 strength.
+      data: ``(images, labels)``: (k, num_features) images and (k,) integer classes.
+
+    Returns:
+      The scalar loss.
+    """
+    images, labels = data
+    return jnp.mean(_logistic_losses(labels, jnp.dot(images, W))) + 0.5 * l2reg * jnp.sum(W**2)
 
 
 def softlabel_objective(W, l2reg, data):
@@ -177,7 +205,7 @@ def init_inner_params(num_features: int = 784, num_classes: int = 10) -> jax.Arr
 
 
 def make_inner_solver(tol: float = 1e-3, maxiter: int = 500, *, objective=inner_objective,
-                      method: str = "gradient_descent", **options):
+                      method: str = "gradient_descent", backend: str = "jaxopt", **options):
     """The inner solver: by default the original notebook's.
 
     ``GradientDescent`` (accelerated, with backtracking line search) stops
@@ -196,46 +224,55 @@ def make_inner_solver(tol: float = 1e-3, maxiter: int = 500, *, objective=inner_
     default (zoom) stalls in float32 just above a gradient norm of 1e-6 on
     such problems, and the solver then runs to ``maxiter``.
 
+    ``backend="jax"`` solves with Optax instead (its L-BFGS, or steepest
+    descent, each with a backtracking line search) and differentiates with
+    ``jax.lax.custom_root``: the same hypergradient without JAXopt
+    (:class:`distill.implicit.CoreJaxSolver`).
+
     Args:
       tol: stop when the gradient norm falls below this.
       maxiter: ... or after this many iterations.
       objective: ``objective(W, l2reg, data) -> loss``; by default
         :data:`inner_objective` (integer labels).
       method: ``"gradient_descent"`` or ``"lbfgs"``.
-      **options: passed to the JAXopt solver, e.g. ``implicit_diff=False``
-        (differentiate by unrolling) or ``implicit_diff_solve`` (the linear
-        solver of implicit differentiation).
+      backend: ``"jaxopt"`` or ``"jax"`` (:data:`distill.config.IMPLICIT_DIFF_BACKENDS`).
+      **options: ``implicit_diff_solve`` (the linear solver of implicit
+        differentiation, ``solve(matvec, b)``); for JAXopt, also its solver's
+        options, e.g. ``implicit_diff=False`` (differentiate by unrolling).
 
     Returns:
-      A ``jaxopt.GradientDescent`` or ``jaxopt.LBFGS``; call it as
-      ``solver.run(init_params, l2reg, (images, labels))``.
+      A ``jaxopt.GradientDescent`` or ``jaxopt.LBFGS``, or a
+      :class:`distill.implicit.CoreJaxSolver`; call it as
+      ``solver.run(init_params, l2reg, (images, labels))``. Its result has
+      ``params`` and ``state.error`` (the gradient norm) and ``state.iter_num``.
 
     Raises:
-      ValueError: when ``method`` is not one of :data:`INNER_SOLVERS`.
+      ValueError: when ``method`` is not one of :data:`INNER_SOLVERS`, or
+        ``backend`` not a backend.
+      ImportError: for ``backend="jaxopt"`` without JAXopt installed.
     """
-    if method not in INNER_SOLVERS:
-        raise ValueError(f"method must be one of {list(INNER_SOLVERS)}, got {method!r}")
-    if method == "lbfgs":
-        options.setdefault("linesearch", "backtracking")
-        return jaxopt.LBFGS(fun=objective, tol=tol, maxiter=maxiter, **options)
-    return jaxopt.GradientDescent(fun=objective, tol=tol, maxiter=maxiter, **options)
+    return implicit.make_solver(objective, tol=tol, maxiter=maxiter, method=method,
+                                backend=backend, **options)
 
 
-@functools.partial(jax.jit, static_argnames=("tol", "maxiter"))
-def _lbfgs_fit(init_params, l2reg, images, labels, *, tol, maxiter):
-    # Compiled once per shape and (tol, maxiter), then reused for every
-    # l2reg and every set of images of that shape.
-    solver = jaxopt.LBFGS(fun=logistic_objective, tol=tol, maxiter=maxiter)
+@functools.partial(jax.jit, static_argnames=("tol", "maxiter", "backend"))
+def _lbfgs_fit(init_params, l2reg, images, labels, *, tol, maxiter, backend):
+    # Compiled once per shape and (tol, maxiter, backend), then reused for
+    # every l2reg and every set of images of that shape.
+    solver = implicit.make_solver(logistic_objective, tol=tol, maxiter=maxiter, method="lbfgs",
+                                  backend=backend)
     W = solver.run(init_params, l2reg, (images, labels)).params
     return W, jnp.linalg.norm(jax.grad(logistic_objective)(W, l2reg, (images, labels)))
 
 
 def fit_logistic_regression(images, labels, l2reg: float, *, num_classes: int = 10,
-                            tol: float = 1e-5, maxiter: int = 2000, init_params=None):
+                            tol: float = 1e-5, maxiter: int = 2000, init_params=None,
+                            backend: str = "jaxopt"):
     """Train the model to high precision, for evaluation (not differentiated).
 
-    L-BFGS (JAXopt's, compiled once per shape and ``(tol, maxiter)``) from
-    zeros, independent of the inner solver used in distillation.
+    L-BFGS (JAXopt's, or Optax's with ``backend="jax"``; compiled once per
+    shape and ``(tol, maxiter)``) from zeros, independent of the inner solver
+    used in distillation.
 
     Args:
       images: (n, num_features) finite floating-point images.
@@ -246,6 +283,7 @@ def fit_logistic_regression(images, labels, l2reg: float, *, num_classes: int = 
       tol: the gradient norm the solution must reach.
       maxiter: iterations at most.
       init_params: (num_features, num_classes) starting point; zeros when None.
+      backend: whose L-BFGS: ``"jaxopt"`` or ``"jax"``.
 
     Returns:
       ``(W, gradient_norm)``: the (num_features, num_classes) weights (a JAX
@@ -253,8 +291,8 @@ def fit_logistic_regression(images, labels, l2reg: float, *, num_classes: int = 
 
     Raises:
       ValueError: naming the argument for images that are not a finite float
-        (n, pixels) array, labels out of range or not one per image, or an
-        ``l2reg`` that is not a positive finite number.
+        (n, pixels) array, labels out of range or not one per image, an
+        ``l2reg`` that is not a positive finite number, or an unknown backend.
       RuntimeError: when the solver stops at ``maxiter`` with a gradient norm
         above ``tol``.
     """
@@ -267,7 +305,8 @@ def fit_logistic_regression(images, labels, l2reg: float, *, num_classes: int = 
     labels = jnp.asarray(labels)
     if init_params is None:
         init_params = jnp.zeros((images.shape[1], num_classes), images.dtype)
-    W, gradient_norm = _lbfgs_fit(init_params, l2reg, images, labels, tol=tol, maxiter=maxiter)
+    W, gradient_norm = _lbfgs_fit(init_params, l2reg, images, labels, tol=tol, maxiter=maxiter,
+                                  backend=backend)
     gradient_norm = float(gradient_norm)
     if not gradient_norm <= tol:
         raise RuntimeError(f"L-BFGS did not converge in {maxiter} iterations: gradient norm "

@@ -36,10 +36,9 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from distill import checks, convnet, evaluate, model, sharding
+from distill import checks, convnet, evaluate, implicit, model, sharding
 from distill.config import NetworkConfig
 from distill.data import Split
-from distill.distillation import LINEAR_SOLVES
 
 
 @dataclasses.dataclass
@@ -129,7 +128,8 @@ def make_outer_loss(config: NetworkConfig, hard_labels, *, image_shape=(28, 28, 
       hypergradient with respect to every variable.
     """
     # Conjugate gradient on the inner Hessian, symmetric positive definite (Part II).
-    options = {"implicit_diff_solve": LINEAR_SOLVES["cg"], **inner_solver_options}
+    options = {"implicit_diff_solve": implicit.linear_solve("cg", config.implicit_diff),
+               "backend": config.implicit_diff, **inner_solver_options}
     solver = model.make_inner_solver(tol=config.inner_tol, maxiter=config.inner_maxiter,
                                      objective=model.logistic_objective, method="lbfgs",
                                      **options)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from distill.model import jaxopt
+from distill import implicit
 
 
 class OuterState(typing.NamedTuple):
@@ -162,11 +162,15 @@ class GradientDescent:
 
     Args:
       fun: ``fun(variables, *args) -> (loss, aux)``.
+
+    Raises:
+      ImportError: when JAXopt is not installed.
     """
 
     def __init__(self, fun):
         self._fun = fun
-        self._solver = jaxopt.GradientDescent(fun=fun, has_aux=True)
+        # JAXopt's, imported here: the other outer solvers do not need it.
+        self._solver = implicit.import_jaxopt().GradientDescent(fun=fun, has_aux=True)
         self._init = jax.jit(self._init_impl)
         self._step = jax.jit(self._step_impl)
 

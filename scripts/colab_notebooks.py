@@ -46,7 +46,8 @@ WORK then holds:
   cell itself runs as written, except that it installs the helper from the
   wheel instead of from GitHub (this machine cannot reach GitHub). A last
   cell checks that the helper the chapter used is that wheel, installed in
-  the environment, and read the caches above.
+  the environment, and read the caches above, and prints the versions of
+  Python, JAX, jaxlib, JAXopt, Optax and NumPy the chapter ran with.
 
 One environment serves every chapter in turn (each Colab session would start
 fresh; the first chapter's install is the one that matters here).
@@ -137,7 +138,11 @@ def as_in_colab(notebook, *, wheel: Path, environment: Path, site_packages: Path
         f"assert origin['url'] == {wheel.as_uri()!r}, origin\n"
         f"assert origin['archive_info']['hash'] == 'sha256={_sha256(wheel)}', origin\n"
         f"assert str(data.cache_dir()) == {str(caches['DISTILL_CACHE_DIR'])!r}, data.cache_dir()\n"
-        "print(distill.__file__)"))
+        "print(distill.__file__)\n"
+        "import platform\n"
+        "print('ran with Python', platform.python_version(), ', '.join(\n"
+        "    f'{name} {importlib.metadata.version(name)}' for name in\n"
+        "    ('jax', 'jaxlib', 'jaxopt', 'optax', 'numpy')))"))
     return notebook
 
 

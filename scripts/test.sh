@@ -55,6 +55,21 @@ fi
 # data and results cache for the book and the unit tests, and test artifacts.
 rm -rf "$ROOT/_build"
 mkdir -p "$ROOT/_build"
+# Only where DISTILL_CI_CACHE names a folder (the GitHub workflow's, which
+# GitHub keeps between runs): the compiled XLA programs (looked up by a hash of
+# the program and the JAX version) and the book build's executed chapters
+# (kept only while the helper's source and requirements.txt are unchanged, see
+# scripts/build_book.sh) start from there, and a green run saves them back. The
+# chapters under nbval execute in full either way.
+CI_CACHE="${DISTILL_CI_CACHE:-}"
+if [ -n "$CI_CACHE" ]; then
+    mkdir -p "$CI_CACHE"
+    if [ -d "$CI_CACHE/xla-cache" ]; then cp -a "$CI_CACHE/xla-cache" "$ROOT/_build/xla-cache"; fi
+    if [ -d "$CI_CACHE/.jupyter_cache" ] && [ -f "$CI_CACHE/.jupyter_cache.source" ]; then
+        cp -a "$CI_CACHE/.jupyter_cache" "$CI_CACHE/.jupyter_cache.source" "$ROOT/_build/"
+    fi
+    echo "== restored from $CI_CACHE: $(ls -A "$ROOT/_build" | tr '\n' ' ')"
+fi
 export DISTILL_CACHE_DIR="$ROOT/_build/distill-cache"
 # The two executions of the chapters share the distillation runs of
 # cache.distilled (chapter 8's eighteen; keyed on the helper's code, the
@@ -112,6 +127,13 @@ colab_pid=""
 cat _build/colab-setup.log
 phase_done "waiting for the Colab stand-in"
 
+# The helper without JAXopt: the Colab stand-in's environment has none until
+# a chapter's install cell adds it, so this runs first (the helper from src/).
+echo "== pytest: the helper in an environment without JAXopt (the Colab stand-in's)"
+DISTILL_WITHOUT_JAXOPT_PYTHON="$COLAB_WORK/env/bin/python" python -m pytest \
+    tests/test_without_jaxopt.py -p no:cacheprovider "$@" || status=$?
+phase_done "without JAXopt"
+
 # Execution 2: every chapter under nbval as Colab runs it, then the browser
 # test of the built book, which first waits for the book build to finish.
 mapfile -t notebooks <_build/colab-notebooks.txt
@@ -134,3 +156,9 @@ fi
 
 # Passed: the 3 GB environment goes; after a failure it stays for a look.
 rm -rf "$COLAB_WORK" _build/colab
+if [ -n "$CI_CACHE" ]; then
+    rm -rf "$CI_CACHE/xla-cache" "$CI_CACHE/.jupyter_cache" "$CI_CACHE/.jupyter_cache.source"
+    cp -a "$ROOT/_build/xla-cache" "$ROOT/_build/.jupyter_cache" \
+        "$ROOT/_build/.jupyter_cache.source" "$CI_CACHE/"
+    echo "== saved the compiled programs and the executed chapters to $CI_CACHE"
+fi

@@ -57,6 +57,8 @@ def test_the_seed_preset_accepts_options_equal_to_its_own():
     (["--preset", "seed", "--images-per-class", "10"], "--preset seed.*--images-per-class 10"),
     (["--preset", "seed", "--images", "20"], "--preset seed.*--images 20"),
     (["--preset", "seed", "--dataset", "fashion_mnist"], "--preset seed.*--dataset fashion_mnist"),
+    (["--preset", "seed", "--implicit-diff", "jax"], "--preset seed.*--implicit-diff jax"),
+    (["--implicit-diff", "optimistix"], "--implicit-diff.*'optimistix'"),
     (["--model", "convnet", "--preset", "fixed-l2reg"], "--preset fixed-l2reg.*--model convnet"),
     (["--width", "8"], "--width 8 applies to --model convnet only"),
     (["--model", "convnet", "--width", "0"], "--width.*0"),
@@ -151,7 +153,9 @@ def test_evaluate_refuses_bad_input_naming_it(capsys, tmp_path, monkeypatch, arg
 
 # --- the file it writes ------------------------------------------------------------------
 
-@pytest.mark.parametrize("options, learned", [([], True), (["--no-learn-l2reg"], False)])
+@pytest.mark.parametrize("options, learned", [([], True), (["--no-learn-l2reg"], False),
+                                              (["--no-learn-l2reg", "--implicit-diff", "jax"],
+                                               False)])
 def test_writes_a_distilled_set_and_reports(fake_mnist, run_cli, tmp_path, options, learned):
     out = tmp_path / "runs" / "toy.npz"  # folders are created
     status, printed, _ = run_cli("--images-per-class", "2", "--steps", "3", "--seed", "1",

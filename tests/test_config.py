@@ -29,6 +29,7 @@ from distill.config import PRESETS, DistillConfig, NetworkConfig
     ("linear_solve", "lu", "linear_solve.*'lu'"),
     ("outer_optimizer", "sgd", "outer_optimizer.*'sgd'"),
     ("inner_solver", "newton", "inner_solver.*'newton'"),
+    ("implicit_diff", "optimistix", "implicit_diff.*'optimistix'"),
 ])
 def test_a_bad_value_is_refused_naming_the_field_and_the_value(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -41,6 +42,7 @@ def test_a_bad_value_is_refused_naming_the_field_and_the_value(field, value, mes
     ("pool_learning_rate", math.nan, "pool_learning_rate.*nan"),
     ("l2reg", 0.0, r"l2reg.*0\.0"),
     ("learn_labels", "no", "learn_labels.*'no'"),
+    ("implicit_diff", "unrolled", "implicit_diff.*'unrolled'"),
 ])
 def test_a_bad_network_setting_is_refused_naming_the_field_and_the_value(field, value, message):
     with pytest.raises(ValueError, match=message):

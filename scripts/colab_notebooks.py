@@ -47,7 +47,8 @@ WORK then holds:
   wheel instead of from GitHub (this machine cannot reach GitHub). A last
   cell checks that the helper the chapter used is that wheel, installed in
   the environment, and read the caches above, and prints the versions of
-  Python, JAX, jaxlib, JAXopt, Optax and NumPy the chapter ran with.
+  Python, JAX, jaxlib, JAXopt, Optax and NumPy (and Optimistix, Lineax and
+  Equinox where installed) the chapter ran with.
 
 One environment serves every chapter in turn (each Colab session would start
 fresh; the first chapter's install is the one that matters here).
@@ -140,9 +141,10 @@ def as_in_colab(notebook, *, wheel: Path, environment: Path, site_packages: Path
         f"assert str(data.cache_dir()) == {str(caches['DISTILL_CACHE_DIR'])!r}, data.cache_dir()\n"
         "print(distill.__file__)\n"
         "import platform\n"
+        "names = ('jax', 'jaxlib', 'jaxopt', 'optax', 'numpy', 'optimistix', 'lineax', 'equinox')\n"
+        "installed = {d.metadata['Name'].lower() for d in importlib.metadata.distributions()}\n"
         "print('ran with Python', platform.python_version(), ', '.join(\n"
-        "    f'{name} {importlib.metadata.version(name)}' for name in\n"
-        "    ('jax', 'jaxlib', 'jaxopt', 'optax', 'numpy')))"))
+        "    f'{name} {importlib.metadata.version(name)}' for name in names if name in installed))"))
     return notebook
 
 

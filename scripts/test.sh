@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run every test, from empty caches: the book build (every chapter executed
-# once), then pytest on the helper's unit tests, the book's structure checks,
+# Run every test, from empty caches (except where DISTILL_CI_CACHE is set: see
+# below): the book build (every chapter executed once), then pytest on the helper's unit tests, the book's structure checks,
 # the built book in a headless browser, and every chapter under nbval, run as
 # Colab runs it (executed a second and last time). Extra arguments go to
 # pytest. Prints how long each phase took.
@@ -158,7 +158,11 @@ fi
 rm -rf "$COLAB_WORK" _build/colab
 if [ -n "$CI_CACHE" ]; then
     rm -rf "$CI_CACHE/xla-cache" "$CI_CACHE/.jupyter_cache" "$CI_CACHE/.jupyter_cache.source"
-    cp -a "$ROOT/_build/xla-cache" "$ROOT/_build/.jupyter_cache" \
-        "$ROOT/_build/.jupyter_cache.source" "$CI_CACHE/"
-    echo "== saved the compiled programs and the executed chapters to $CI_CACHE"
+    cp -a "$ROOT/_build/.jupyter_cache" "$ROOT/_build/.jupyter_cache.source" "$CI_CACHE/"
+    # Programs are only ever added to the XLA cache, never pruned: past
+    # 2 GiB it starts over empty next time rather than grow without end.
+    if [ "$(du -sm "$ROOT/_build/xla-cache" | cut -f1)" -le 2048 ]; then
+        cp -a "$ROOT/_build/xla-cache" "$CI_CACHE/"
+    fi
+    echo "== saved the executed chapters and the compiled programs to $CI_CACHE"
 fi

@@ -78,3 +78,18 @@ def test_the_independent_protocol_learns_separable_images(tmp_path):
         images, np.eye(10, dtype=np.float32), test_images, test_labels, seed=0, epochs=20,
         augmented=True)
     assert accuracy > 0.8
+
+
+@requires_mnist
+def test_the_backends_benchmark_runs_both_and_they_reach_the_same_set():
+    completed = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "implicit_backends.py"), "--repeats", "1",
+         "--presets", "fixed-l2reg"],
+        capture_output=True, text=True, timeout=900, check=False)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    runs = [line for line in completed.stdout.splitlines() if "| run 1 |" in line]
+    assert [("jaxopt" in line, "jax " in line) for line in runs] == [(True, False),
+                                                                    (False, True)]
+    losses = [float(line.split("loss ")[1].split(" ")[0]) for line in runs]
+    assert abs(losses[0] - losses[1]) < 1e-3
+    assert "core JAX / JAXopt = " in completed.stdout

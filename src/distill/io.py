@@ -32,7 +32,7 @@ from distill.config import DistillConfig, NetworkConfig
 
 #: Settings a resumed run may change; any other difference from the saved
 #: run's configuration is refused.
-RESUMABLE_CHANGES = ("steps", "seed")
+RESUMABLE_CHANGES = ("steps", "seed", "implicit_diff")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +176,8 @@ def load_for_resume(path, config: DistillConfig | NetworkConfig, dataset: str, *
     Args:
       path: the ``.npz`` to resume.
       config: the configuration of the run that continues it; only
-        ``RESUMABLE_CHANGES`` (``steps``, ``seed``) may differ from the saved one.
+        ``RESUMABLE_CHANGES`` (``steps``, ``seed``, ``implicit_diff``) may differ
+        from the saved one.
       dataset: the dataset of that run.
       num_classes, num_features: the data's shape.
 

@@ -267,12 +267,14 @@ def _lbfgs_fit(init_params, l2reg, images, labels, *, tol, maxiter, backend):
 
 def fit_logistic_regression(images, labels, l2reg: float, *, num_classes: int = 10,
                             tol: float = 1e-5, maxiter: int = 2000, init_params=None,
-                            backend: str = "jaxopt"):
+                            backend: str | None = None):
     """Train the model to high precision, for evaluation (not differentiated).
 
     L-BFGS (JAXopt's, or Optax's with ``backend="jax"``; compiled once per
     shape and ``(tol, maxiter)``) from zeros, independent of the inner solver
-    used in distillation.
+    used in distillation. Nothing is differentiated here, and both reach
+    ``tol``, so by default it uses JAXopt's when JAXopt is installed and
+    Optax's otherwise.
 
     Args:
       images: (n, num_features) finite floating-point images.
@@ -283,7 +285,8 @@ def fit_logistic_regression(images, labels, l2reg: float, *, num_classes: int = 
       tol: the gradient norm the solution must reach.
       maxiter: iterations at most.
       init_params: (num_features, num_classes) starting point; zeros when None.
-      backend: whose L-BFGS: ``"jaxopt"`` or ``"jax"``.
+      backend: whose L-BFGS: ``"jaxopt"`` or ``"jax"``; None: JAXopt's when
+        it is installed, else Optax's.
 
     Returns:
       ``(W, gradient_norm)``: the (num_features, num_classes) weights (a JAX
@@ -305,6 +308,8 @@ def fit_logistic_regression(images, labels, l2reg: float, *, num_classes: int = 
     labels = jnp.asarray(labels)
     if init_params is None:
         init_params = jnp.zeros((images.shape[1], num_classes), images.dtype)
+    if backend is None:
+        backend = "jaxopt" if implicit.jaxopt_installed() else "jax"
     W, gradient_norm = _lbfgs_fit(init_params, l2reg, images, labels, tol=tol, maxiter=maxiter,
                                   backend=backend)
     gradient_norm = float(gradient_norm)

@@ -170,7 +170,11 @@ class GradientDescent:
     def __init__(self, fun):
         self._fun = fun
         # JAXopt's, imported here: the other outer solvers do not need it.
-        self._solver = implicit.import_jaxopt().GradientDescent(fun=fun, has_aux=True)
+        jaxopt = implicit.import_jaxopt(
+            needed_for="outer_optimizer='gradient_descent' (JAXopt's GradientDescent, the "
+                       "original notebook's: --preset seed)",
+            instead="outer_optimizer 'lbfgs' or 'adam'")
+        self._solver = jaxopt.GradientDescent(fun=fun, has_aux=True)
         self._init = jax.jit(self._init_impl)
         self._step = jax.jit(self._step_impl)
 

@@ -259,8 +259,12 @@ def make_inner_solver(tol: float = 1e-3, maxiter: int = 500, *, objective=inner_
 def _lbfgs_fit(init_params, l2reg, images, labels, *, tol, maxiter, backend):
     # Compiled once per shape and (tol, maxiter, backend), then reused for
     # every l2reg and every set of images of that shape.
+    # JAXopt's LBFGS with its own default line search (zoom), as before the
+    # backends: the inner solvers' backtracking suits warm-started float32
+    # solves, not these fits from zeros to a tight tolerance.
+    options = {"linesearch": "zoom"} if backend == "jaxopt" else {}
     solver = implicit.make_solver(logistic_objective, tol=tol, maxiter=maxiter, method="lbfgs",
-                                  backend=backend)
+                                  backend=backend, **options)
     W = solver.run(init_params, l2reg, (images, labels)).params
     return W, jnp.linalg.norm(jax.grad(logistic_objective)(W, l2reg, (images, labels)))
 

@@ -1,4 +1,4 @@
-"""Sets distilled for the ConvNet, scored by the field's protocol.
+"""Sets distilled for the ConvNet, scored by the field's protocol, resumable.
 
 For each dataset and number of images per class: one run of
 ``distill.network_distillation.distill_for_network`` (the command line's
@@ -6,13 +6,28 @@ For each dataset and number of images per class: one run of
 and the process's peak resident memory during it, then the set's score by
 ``distill.protocol`` (the benchmarks' ConvNet trained from scratch on it, one
 network per seed, with and without DC's augmentation), beside the random
-real subset of the same size scored by the same networks' protocol.
-``--learn-labels`` distills with soft labels (report those beside hard-label
-runs: soft labels are known to inflate these scores).
+real subset of the same size (the one the distillation starts from) scored
+by the same protocol. ``--learn-labels`` distills with soft labels (report
+those beside hard-label runs: soft labels are known to inflate these scores).
+
+The whole grid (two datasets, 1, 10 and 50 images per class, five networks
+for each of four scores) takes most of a day on two cores, so the run keeps
+its state on disk and picks up where it stopped:
+
+- ``--out-dir``: each distilled set, written as ``{dataset}-{per class}.npz``
+  when its distillation ends. A set already there is scored, not distilled
+  again, with the settings stored in it (a set made by the command line can
+  be put there).
+- ``--json``: the figures, rewritten atomically after every network. A
+  network already in the file is not trained again. The file holds each
+  set's fingerprint: a set that changed since is refused, so that one row
+  never mixes the networks of two sets.
+
+``--report`` prints the table of what the file holds and trains nothing.
 
 Usage: python benchmarks/convnet_distillation.py [--datasets mnist fashion_mnist]
        [--sizes 1 10 50] [--steps 1000] [--seeds 5] [--augment on off]
-       [--learn-labels] [--out-dir DIR] [--json PATH]
+       [--learn-labels] [--out-dir DIR] [--json PATH] [--report]
 """
 
 from __future__ import annotations
@@ -29,6 +44,130 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import PeakMemory, machine
 
+KINDS = ("distilled", "random real")
+
+
+def load_state(path: Path | None) -> dict:
+    """The figures file as a dict (a new one when there is none)."""
+    if path is None or not path.exists():
+        return {"machines": [], "cells": []}
+    try:
+        state = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"--json {path} is not readable JSON ({error}); move it away "
+                         "to start afresh") from None
+    if not isinstance(state, dict) or not isinstance(state.get("cells"), list):
+        raise SystemExit(f"--json {path} was not written by this script (no 'cells' list)")
+    return state
+
+
+def save_state(path: Path | None, state: dict) -> None:
+    if path is None:
+        return
+    from distill.atomic import write_atomically
+
+    text = json.dumps(state, indent=1).encode()
+    write_atomically(path, lambda handle: handle.write(text))
+
+
+def find_cell(state: dict, dataset: str, images_per_class: int, labels: str) -> dict | None:
+    for cell in state["cells"]:
+        if (cell["dataset"], cell["images_per_class"], cell["labels"]) == (
+                dataset, images_per_class, labels):
+            return cell
+    return None
+
+
+def summary(values) -> str:
+    if not values:
+        return "-"
+    spread = np.std(values, ddof=1) if len(values) > 1 else float("nan")
+    return f"{100 * np.mean(values):.2f} +- {100 * spread:.2f} ({len(values)})"
+
+
+def report(state: dict) -> None:
+    """Print one row per set and protocol: mean +- std (networks) of each score."""
+    print(f"{'dataset':>13} | {'per class':>9} | {'labels':>6} | {'steps':>5} | "
+          f"{'distill (s)':>11} | {'peak RSS (GiB)':>14} | {'augment':>7} | "
+          f"{'distilled (%)':>20} | {'random real (%)':>20}")
+    for cell in state["cells"]:
+        seconds = cell.get("distill_seconds")
+        peak = cell.get("peak_rss_bytes")
+        for augment in ("on", "off"):
+            scores = {kind: [net["accuracy"] for net in cell["networks"]
+                             if net["augment"] == augment and net["kind"] == kind]
+                      for kind in KINDS}
+            if not any(scores.values()):
+                continue
+            print(f"{cell['dataset']:>13} | {cell['images_per_class']:>9} | "
+                  f"{cell['labels']:>6} | {cell['config'].get('steps', '-'):>5} | "
+                  f"{'-' if seconds is None else f'{seconds:.0f}':>11} | "
+                  f"{'-' if peak is None else f'{peak / 2**30:.2f}':>14} | {augment:>7} | "
+                  f"{summary(scores['distilled']):>20} | {summary(scores['random real']):>20}")
+
+
+def obtain_set(args, name, dataset, images_per_class, state, json_path):
+    """The cell of ``state`` for this set: distilled now, or read from ``--out-dir``."""
+    from distill import cache, io, network_distillation, protocol
+    from distill.config import NetworkConfig
+
+    labels_kind = "soft" if args.learn_labels else "hard"
+    set_path = Path(args.out_dir) / f"{name}-{images_per_class}.npz" if args.out_dir else None
+    cell = find_cell(state, name, images_per_class, labels_kind)
+    record = None
+    if set_path is not None and set_path.exists():
+        distilled = io.load_distilled(set_path)
+        if distilled.dataset not in (None, name):
+            raise SystemExit(f"{set_path} was distilled from {distilled.dataset}, not {name}")
+        if len(distilled.images) != 10 * images_per_class:
+            raise SystemExit(f"{set_path} holds {len(distilled.images)} images, not "
+                             f"{10 * images_per_class} ({images_per_class} per class)")
+        if (distilled.labels.ndim == 2) != args.learn_labels:
+            raise SystemExit(f"{set_path} has {'soft' if distilled.labels.ndim == 2 else 'hard'}"
+                             f" labels; this run scores {labels_kind} ones (--learn-labels)")
+        config = distilled.config
+        images, labels = distilled.images, distilled.labels
+        print(f"{name}, {images_per_class} per class: scoring the set in {set_path}",
+              flush=True)
+        record = {"distill_seconds": None, "peak_rss_bytes": None, "inner_not_converged": None}
+    else:
+        if cell is not None:
+            raise SystemExit(
+                f"--json {json_path} holds networks for {name} at {images_per_class} per class,"
+                f" but its set is not in --out-dir ({set_path}); put the set back, or move the"
+                " file away to start afresh")
+        overrides = {option: getattr(args, option) for option in ("steps", "width", "pool_size")
+                     if getattr(args, option) is not None}
+        config = NetworkConfig(images_per_class=images_per_class,
+                               learn_labels=args.learn_labels, **overrides)
+        print(f"{name}, {images_per_class} per class: distilling ({config.steps} steps)",
+              flush=True)
+        start = time.perf_counter()
+        with PeakMemory() as memory:
+            run = network_distillation.distill_for_network(
+                dataset.train, config, standardize=protocol.standardization(dataset),
+                progress=not args.no_progress)
+        record = {"distill_seconds": time.perf_counter() - start,
+                  "peak_rss_bytes": memory.peak,
+                  "inner_not_converged": run.inner_not_converged}
+        images, labels = run.images, run.labels
+        if set_path is not None:
+            io.save_distilled(set_path, run.images, run.labels, run.l2reg,
+                              loss_history=run.loss_history, config=config, dataset=name)
+    fingerprint = [cache.fingerprint(images), cache.fingerprint(labels)]
+    if cell is None:
+        cell = {"dataset": name, "images_per_class": images_per_class, "labels": labels_kind,
+                "set_file": set_path.name if set_path else None, "set_fingerprint": fingerprint,
+                "config": config.to_dict() if config is not None else {}, **record,
+                "networks": []}
+        state["cells"].append(cell)
+        save_state(json_path, state)
+    elif cell["set_fingerprint"] != fingerprint:
+        raise SystemExit(
+            f"{set_path} is not the set whose networks --json {json_path} holds (its "
+            "fingerprint changed); restore that set, or move the file away to start afresh")
+    return cell, images, labels
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -36,69 +175,75 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 50])
     parser.add_argument("--steps", type=int, help="outer steps (default: NetworkConfig's)")
     parser.add_argument("--width", type=int, help="pool width (default: NetworkConfig's)")
+    parser.add_argument("--pool-size", type=int, help="pool size (default: NetworkConfig's)")
     parser.add_argument("--seeds", type=int, default=5, help="evaluation initializations")
     parser.add_argument("--augment", nargs="+", choices=["on", "off"], default=["on", "off"])
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS),
+                        help="which sets to score: the distilled one, the random real one")
     parser.add_argument("--learn-labels", action="store_true")
     parser.add_argument("--epochs", type=int, default=300, help="evaluation epochs")
-    parser.add_argument("--out-dir", help="also save each distilled set here (.npz)")
-    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--out-dir", help="keep each distilled set here (.npz), and score "
+                        "the sets already there instead of distilling them again")
+    parser.add_argument("--json", help="the figures; rewritten after every network, and "
+                        "resumed from when it exists")
+    parser.add_argument("--report", action="store_true",
+                        help="print the table of what --json holds, and train nothing")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args()
+    json_path = Path(args.json) if args.json else None
+    state = load_state(json_path)
+    if args.report:
+        if json_path is None or not json_path.exists():
+            raise SystemExit("--report needs --json naming an existing figures file")
+        report(state)
+        return
+    if args.seeds < 1 or args.epochs < 1:
+        raise SystemExit("--seeds and --epochs must be at least 1")
 
-    from distill import data, evaluate, io, network_distillation, protocol
-    from distill.config import NetworkConfig
+    from distill import data, evaluate, protocol
 
-    print(f"machine: {machine()}\n", flush=True)
-    print(f"{'dataset':>13} | {'per class':>9} | {'labels':>6} | {'distill (s)':>11} | "
-          f"{'peak RSS (GiB)':>14} | {'augment':>7} | {'distilled (%)':>13} | "
-          f"{'random real (%)':>15}", flush=True)
-    overrides = {name: getattr(args, name) for name in ("steps", "width")
-                 if getattr(args, name) is not None}
-    results = []
+    this_machine = machine()
+    print(f"machine: {this_machine}\n", flush=True)
+    if this_machine not in state.setdefault("machines", []):
+        state["machines"].append(this_machine)
     for name in args.datasets:
         dataset = data.load_dataset(name)
-        standardize = protocol.standardization(dataset)
         for images_per_class in args.sizes:
-            config = NetworkConfig(images_per_class=images_per_class,
-                                   learn_labels=args.learn_labels, **overrides)
-            start = time.perf_counter()
-            with PeakMemory() as memory:
-                run = network_distillation.distill_for_network(
-                    dataset.train, config, standardize=standardize, progress=False)
-            seconds = time.perf_counter() - start
-            if args.out_dir:
-                io.save_distilled(Path(args.out_dir) / f"{name}-{images_per_class}.npz",
-                                  run.images, run.labels, run.l2reg,
-                                  loss_history=run.loss_history, config=config, dataset=name)
+            cell, images, labels = obtain_set(args, name, dataset, images_per_class, state,
+                                              json_path)
             real_images, real_labels = evaluate.random_real_subset(
-                dataset.train, images_per_class, seed=config.seed)
+                dataset.train, images_per_class, seed=cell["config"].get("seed", 0))
+            sets = {"distilled": (images, labels), "random real": (real_images, real_labels)}
             for augment in args.augment:
                 settings = protocol.Protocol(epochs=args.epochs, augment=augment == "on")
-                scores = {
-                    kind: protocol.test_accuracies(images, labels, dataset,
-                                                   seeds=range(args.seeds), protocol=settings,
-                                                   progress=False)
-                    for kind, images, labels in (("distilled", run.images, run.labels),
-                                                 ("random real", real_images, real_labels))}
-
-                def text(values):
-                    spread = np.std(values, ddof=1) if len(values) > 1 else float("nan")
-                    return f"{100 * np.mean(values):.1f} +- {100 * spread:.1f}"
-
-                print(f"{name:>13} | {images_per_class:>9} | "
-                      f"{'soft' if args.learn_labels else 'hard':>6} | {seconds:>11.0f} | "
-                      f"{memory.peak / 2**30:>14.2f} | {augment:>7} | "
-                      f"{text(scores['distilled']):>13} | {text(scores['random real']):>15}",
-                      flush=True)
-                results.append({"dataset": name, "images_per_class": images_per_class,
-                                "config": config.to_dict(), "augment": augment == "on",
-                                "protocol": dataclasses.asdict(settings),
-                                "distill_seconds": seconds, "peak_rss_bytes": memory.peak,
-                                "inner_not_converged": run.inner_not_converged,
-                                "distilled": scores["distilled"].tolist(),
-                                "random_real": scores["random real"].tolist()})
-    if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "results": results},
-                                              indent=1))
+                for kind in args.kinds:
+                    for seed in range(args.seeds):
+                        done = [net for net in cell["networks"]
+                                if (net["augment"], net["kind"], net["seed"]) == (
+                                    augment, kind, seed)]
+                        if done and done[0]["protocol"] != dataclasses.asdict(settings):
+                            raise SystemExit(
+                                f"--json {json_path} scored {name} at {images_per_class} per "
+                                f"class with {done[0]['protocol']}, not "
+                                f"{dataclasses.asdict(settings)} (--epochs)")
+                        if done:
+                            continue
+                        start = time.perf_counter()
+                        (accuracy,) = protocol.test_accuracies(
+                            *sets[kind], dataset, seeds=(seed,), protocol=settings,
+                            use_cache=False, progress=False)
+                        seconds = time.perf_counter() - start
+                        cell["networks"].append({
+                            "augment": augment, "kind": kind, "seed": seed,
+                            "accuracy": float(accuracy), "seconds": seconds,
+                            "protocol": dataclasses.asdict(settings),
+                            "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+                        save_state(json_path, state)
+                        print(f"{name}, {images_per_class} per class, augment {augment}, "
+                              f"{kind}, seed {seed}: {100 * accuracy:.2f}% ({seconds:.0f} s)",
+                              flush=True)
+    print()
+    report(state)
 
 
 if __name__ == "__main__":

@@ -93,3 +93,50 @@ def test_the_backends_benchmark_runs_both_and_they_reach_the_same_set():
     losses = [float(line.split("loss ")[1].split(" ")[0]) for line in runs]
     assert abs(losses[0] - losses[1]) < 1e-3
     assert "core JAX / JAXopt = " in completed.stdout
+
+
+@requires_mnist
+def test_the_distillation_benchmark_resumes_where_it_stopped_and_refuses_a_changed_set(
+        tmp_path):
+    sets, figures = tmp_path / "sets", tmp_path / "figures.json"
+
+    def run(*options):
+        return subprocess.run(
+            [sys.executable, str(BENCHMARKS / "convnet_distillation.py"), "--datasets", "mnist",
+             "--sizes", "1", "--steps", "2", "--epochs", "1", "--augment", "off",
+             "--no-progress", "--out-dir", str(sets), "--json", str(figures), *options],
+            capture_output=True, text=True, timeout=900, check=False)
+
+    first = run("--seeds", "1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "distilling (2 steps)" in first.stdout
+    (cell,) = json.loads(figures.read_text())["cells"]
+    assert [(net["kind"], net["seed"]) for net in cell["networks"]] == [
+        ("distilled", 0), ("random real", 0)]
+    assert cell["distill_seconds"] > 0 and cell["peak_rss_bytes"] > 0
+
+    second = run("--seeds", "2")  # only the two new networks are trained
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "scoring the set in" in second.stdout and "distilling" not in second.stdout
+    trained = [line for line in second.stdout.splitlines() if ": " in line and "% (" in line]
+    assert len(trained) == 2 and all("seed 1:" in line for line in trained)
+    (cell,) = json.loads(figures.read_text())["cells"]
+    assert sorted((net["kind"], net["seed"]) for net in cell["networks"]) == [
+        ("distilled", 0), ("distilled", 1), ("random real", 0), ("random real", 1)]
+    assert cell["distill_seconds"] > 0  # the first run's figures are kept
+
+    report = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "convnet_distillation.py"), "--json", str(figures),
+         "--report"], capture_output=True, text=True, timeout=300, check=False)
+    assert report.returncode == 0, report.stderr[-3000:]
+    (row,) = [line for line in report.stdout.splitlines() if line.strip().startswith("mnist")]
+    assert row.count("(2)") == 2  # both scores over two networks
+
+    from distill import io
+    kept = io.load_distilled(sets / "mnist-1.npz")
+    io.save_distilled(sets / "mnist-1.npz", kept.images + 0.01, kept.labels, kept.l2reg,
+                      config=kept.config, dataset="mnist")
+    changed = run("--seeds", "3")
+    assert changed.returncode != 0
+    assert "fingerprint changed" in changed.stderr
+    assert len(json.loads(figures.read_text())["cells"][0]["networks"]) == 4

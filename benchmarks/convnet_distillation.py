@@ -15,9 +15,10 @@ for each of four scores) takes most of a day on two cores, so the run keeps
 its state on disk and picks up where it stopped:
 
 - ``--out-dir``: each distilled set, written as ``{dataset}-{per class}.npz``
-  when its distillation ends. A set already there is scored, not distilled
-  again, with the settings stored in it (a set made by the command line can
-  be put there).
+  (``-soft.npz`` with learned labels) when its distillation ends. A set
+  already there is scored, not distilled again, with the settings stored in
+  it. A set made by the command line can be put there (its distillation
+  can be resumed, ``--resume``, where this script's cannot).
 - ``--json``: the figures, rewritten atomically after every network. A
   network already in the file is not trained again. The file holds each
   set's fingerprint: a set that changed since is refused, so that one row
@@ -27,7 +28,8 @@ its state on disk and picks up where it stopped:
 
 Usage: python benchmarks/convnet_distillation.py [--datasets mnist fashion_mnist]
        [--sizes 1 10 50] [--steps 1000] [--seeds 5] [--augment on off]
-       [--learn-labels] [--out-dir DIR] [--json PATH] [--report]
+       [--kinds distilled "random real"] [--learn-labels] [--out-dir DIR]
+       [--json PATH] [--report]
 """
 
 from __future__ import annotations
@@ -90,15 +92,17 @@ def report(state: dict) -> None:
     print(f"{'dataset':>13} | {'per class':>9} | {'labels':>6} | {'steps':>5} | "
           f"{'distill (s)':>11} | {'peak RSS (GiB)':>14} | {'augment':>7} | "
           f"{'distilled (%)':>20} | {'random real (%)':>20}")
-    for cell in state["cells"]:
+    order = {"mnist": 0, "fashion_mnist": 1}
+    for cell in sorted(state["cells"], key=lambda cell: (
+            order.get(cell["dataset"], 2), cell["dataset"], cell["labels"],
+            cell["images_per_class"])):
         seconds = cell.get("distill_seconds")
         peak = cell.get("peak_rss_bytes")
-        for augment in ("on", "off"):
+        scored = {net["augment"] for net in cell["networks"]}
+        for augment in [augment for augment in ("on", "off") if augment in scored] or ["-"]:
             scores = {kind: [net["accuracy"] for net in cell["networks"]
                              if net["augment"] == augment and net["kind"] == kind]
                       for kind in KINDS}
-            if not any(scores.values()):
-                continue
             print(f"{cell['dataset']:>13} | {cell['images_per_class']:>9} | "
                   f"{cell['labels']:>6} | {cell['config'].get('steps', '-'):>5} | "
                   f"{'-' if seconds is None else f'{seconds:.0f}':>11} | "
@@ -112,7 +116,9 @@ def obtain_set(args, name, dataset, images_per_class, state, json_path):
     from distill.config import NetworkConfig
 
     labels_kind = "soft" if args.learn_labels else "hard"
-    set_path = Path(args.out_dir) / f"{name}-{images_per_class}.npz" if args.out_dir else None
+    suffix = "-soft" if args.learn_labels else ""
+    set_path = (Path(args.out_dir) / f"{name}-{images_per_class}{suffix}.npz"
+                if args.out_dir else None)
     cell = find_cell(state, name, images_per_class, labels_kind)
     record = None
     if set_path is not None and set_path.exists():

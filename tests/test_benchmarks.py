@@ -140,3 +140,30 @@ def test_the_distillation_benchmark_resumes_where_it_stopped_and_refuses_a_chang
     assert changed.returncode != 0
     assert "fingerprint changed" in changed.stderr
     assert len(json.loads(figures.read_text())["cells"][0]["networks"]) == 4
+
+
+def test_the_committed_grid_holds_the_sets_its_networks_scored():
+    """Each row of the benchmarks' table comes from the set committed beside it."""
+    from distill import cache, io
+
+    grid = BENCHMARKS / "results" / "grid"
+    cells = json.loads((grid / "convnet_grid.json").read_text())["cells"]
+    assert {(cell["dataset"], cell["images_per_class"]) for cell in cells} >= {
+        ("mnist", 10), ("mnist", 50), ("fashion_mnist", 1), ("fashion_mnist", 10)}
+    for cell in cells:
+        distilled = io.load_distilled(grid / cell["set_file"])
+        assert [cache.fingerprint(distilled.images), cache.fingerprint(distilled.labels)] \
+            == cell["set_fingerprint"], cell["set_file"]
+        assert len(distilled.images) == 10 * cell["images_per_class"]
+        assert (distilled.labels.ndim == 2) == (cell["labels"] == "soft")
+        networks = [(net["augment"], net["kind"], net["seed"]) for net in cell["networks"]]
+        assert len(networks) == len(set(networks)), cell["set_file"]  # no network twice
+        assert all(0.1 < net["accuracy"] <= 1 for net in cell["networks"])
+        assert all(net["protocol"]["augment"] == (net["augment"] == "on")
+                   for net in cell["networks"])
+    report = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "convnet_distillation.py"), "--report", "--json",
+         str(grid / "convnet_grid.json")], capture_output=True, text=True, timeout=300,
+        check=False)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert len([line for line in report.stdout.splitlines() if " | " in line]) > len(cells)

@@ -22,7 +22,9 @@ its state on disk and picks up where it stopped:
 - ``--json``: the figures, rewritten atomically after every network. A
   network already in the file is not trained again. The file holds each
   set's fingerprint: a set that changed since is refused, so that one row
-  never mixes the networks of two sets.
+  never mixes the networks of two sets. Runs side by side (one per core,
+  say, with different ``--datasets`` or ``--sizes``) may share the file:
+  each merges what the others wrote before it writes.
 
 ``--report`` prints the table of what the file holds and trains nothing.
 
@@ -35,8 +37,11 @@ Usage: python benchmarks/convnet_distillation.py [--datasets mnist fashion_mnist
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import fcntl
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -63,13 +68,49 @@ def load_state(path: Path | None) -> dict:
     return state
 
 
+@contextlib.contextmanager
+def locked_folder(folder: Path):
+    """Hold an exclusive lock on ``folder`` (so that runs side by side take turns)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def merge(state: dict, other: dict) -> None:
+    """Add to ``state``, in place, the machines, sets and networks only ``other`` holds."""
+    for name in other.get("machines", []):
+        if name not in state["machines"]:
+            state["machines"].append(name)
+    for theirs in other["cells"]:
+        ours = find_cell(state, theirs["dataset"], theirs["images_per_class"], theirs["labels"])
+        if ours is None:
+            state["cells"].append(theirs)
+            continue
+        if ours["set_fingerprint"] != theirs["set_fingerprint"]:
+            raise SystemExit(
+                f"another run wrote a different set for {theirs['dataset']} at "
+                f"{theirs['images_per_class']} per class into the same --json: give runs side"
+                " by side different --datasets or --sizes")
+        have = {(net["augment"], net["kind"], net["seed"]) for net in ours["networks"]}
+        ours["networks"].extend(net for net in theirs["networks"]
+                                if (net["augment"], net["kind"], net["seed"]) not in have)
+
+
 def save_state(path: Path | None, state: dict) -> None:
+    """Write ``state`` atomically, first merging what other runs wrote there since."""
     if path is None:
         return
     from distill.atomic import write_atomically
 
-    text = json.dumps(state, indent=1).encode()
-    write_atomically(path, lambda handle: handle.write(text))
+    with locked_folder(path.parent):
+        if path.exists():
+            merge(state, load_state(path))
+        text = json.dumps(state, indent=1).encode()
+        write_atomically(path, lambda handle: handle.write(text))
 
 
 def find_cell(state: dict, dataset: str, images_per_class: int, labels: str) -> dict | None:

@@ -1,9 +1,12 @@
 """The benchmarks run, and what they print holds (the full runs are in benchmarks/README.md)."""
 
+import importlib
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import requires_mnist
 
@@ -41,13 +44,16 @@ def test_the_protocol_benchmark_reports_each_initialization_beside_the_published
     assert row["protocol"]["epochs"] == 1 and row["peak_rss_bytes"] > 0
 
 
-def _independent_protocol():
+def _benchmark(name):
     sys.path.insert(0, str(BENCHMARKS))
     try:
-        import independent_protocol
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(BENCHMARKS))
-    return independent_protocol
+
+
+def _independent_protocol():
+    return _benchmark("independent_protocol")
 
 
 def test_the_independent_convnet_has_the_helpers_architecture():
@@ -167,3 +173,26 @@ def test_the_committed_grid_holds_the_sets_its_networks_scored():
         check=False)
     assert report.returncode == 0, report.stderr[-3000:]
     assert len([line for line in report.stdout.splitlines() if " | " in line]) > len(cells)
+
+
+def test_runs_side_by_side_keep_each_others_networks_and_refuse_a_second_set(tmp_path):
+    grid = _benchmark("convnet_distillation")
+    figures = tmp_path / "figures.json"
+
+    def state(fingerprint, *seeds):
+        networks = [{"augment": "on", "kind": "distilled", "seed": seed, "accuracy": 0.9}
+                    for seed in seeds]
+        return {"machines": [], "cells": [{"dataset": "mnist", "images_per_class": 1,
+                                           "labels": "hard", "set_fingerprint": fingerprint,
+                                           "networks": networks}]}
+
+    grid.save_state(figures, state(["a", "b"], 0))
+    second = state(["a", "b"], 1)  # a second run that started before the first wrote
+    grid.save_state(figures, second)
+    assert sorted(net["seed"] for net in second["cells"][0]["networks"]) == [0, 1]
+    (cell,) = grid.load_state(figures)["cells"]
+    assert sorted(net["seed"] for net in cell["networks"]) == [0, 1]
+    with pytest.raises(SystemExit, match="different set"):
+        grid.save_state(figures, state(["c", "d"], 2))
+    (cell,) = grid.load_state(figures)["cells"]
+    assert len(cell["networks"]) == 2

@@ -22,9 +22,12 @@ its state on disk and picks up where it stopped:
 - ``--json``: the figures, rewritten atomically after every network. A
   network already in the file is not trained again. The file holds each
   set's fingerprint: a set that changed since is refused, so that one row
-  never mixes the networks of two sets. Runs side by side (one per core,
-  say, with different ``--datasets`` or ``--sizes``) may share the file:
-  each merges what the others wrote before it writes.
+  never mixes the networks of two sets, nor two protocols. Runs side by
+  side (one per core, say) may share the file and the folder of sets as
+  long as they do not distill the same set (give them different
+  ``--datasets`` or ``--sizes``, or let one distill first): each merges
+  what the others wrote before it writes, and a set another run wrote
+  meanwhile is never overwritten.
 
 ``--report`` prints the table of what the file holds and trains nothing.
 
@@ -81,7 +84,11 @@ def locked_folder(folder: Path):
 
 
 def merge(state: dict, other: dict) -> None:
-    """Add to ``state``, in place, the machines, sets and networks only ``other`` holds."""
+    """Add to ``state``, in place, the machines, sets and networks only ``other`` holds.
+
+    A set both hold keeps ``state``'s fields, with those it lacks (None) taken
+    from ``other``; a set of the same cell with another fingerprint is refused.
+    """
     for name in other.get("machines", []):
         if name not in state["machines"]:
             state["machines"].append(name)
@@ -95,6 +102,9 @@ def merge(state: dict, other: dict) -> None:
                 f"another run wrote a different set for {theirs['dataset']} at "
                 f"{theirs['images_per_class']} per class into the same --json: give runs side"
                 " by side different --datasets or --sizes")
+        for field, value in theirs.items():  # e.g. the distillation's time, when ours lacks it
+            if ours.get(field) is None and value is not None:
+                ours[field] = value
         have = {(net["augment"], net["kind"], net["seed"]) for net in ours["networks"]}
         ours["networks"].extend(net for net in theirs["networks"]
                                 if (net["augment"], net["kind"], net["seed"]) not in have)
@@ -173,6 +183,16 @@ def obtain_set(args, name, dataset, images_per_class, state, json_path):
             raise SystemExit(f"{set_path} has {'soft' if distilled.labels.ndim == 2 else 'hard'}"
                              f" labels; this run scores {labels_kind} ones (--learn-labels)")
         config = distilled.config
+        if config is not None and not isinstance(config, NetworkConfig):
+            raise SystemExit(f"{set_path} was distilled for logistic regression, not for the "
+                             "ConvNet (--model convnet)")
+        for option in ("steps", "width", "pool_size"):
+            given = getattr(args, option)
+            if given is not None and config is not None and getattr(config, option) != given:
+                raise SystemExit(
+                    f"{set_path} was distilled with {option} {getattr(config, option)}, not "
+                    f"--{option.replace('_', '-')} {given}: the option applies only to sets "
+                    "this run distills; leave it out, or move the set away")
         images, labels = distilled.images, distilled.labels
         print(f"{name}, {images_per_class} per class: scoring the set in {set_path}",
               flush=True)
@@ -199,8 +219,14 @@ def obtain_set(args, name, dataset, images_per_class, state, json_path):
                   "inner_not_converged": run.inner_not_converged}
         images, labels = run.images, run.labels
         if set_path is not None:
-            io.save_distilled(set_path, run.images, run.labels, run.l2reg,
-                              loss_history=run.loss_history, config=config, dataset=name)
+            with locked_folder(set_path.parent):
+                if set_path.exists():
+                    raise SystemExit(
+                        f"another run wrote {set_path} while this one distilled it; that set "
+                        "is kept and this one dropped: give runs side by side different "
+                        "--datasets or --sizes")
+                io.save_distilled(set_path, run.images, run.labels, run.l2reg,
+                                  loss_history=run.loss_history, config=config, dataset=name)
     fingerprint = [cache.fingerprint(images), cache.fingerprint(labels)]
     if cell is None:
         cell = {"dataset": name, "images_per_class": images_per_class, "labels": labels_kind,
@@ -237,6 +263,9 @@ def main() -> None:
                         help="print the table of what --json holds, and train nothing")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args()
+    if args.json and not args.out_dir and not args.report:
+        parser.error("--json needs --out-dir: a run resumed from --json scores the sets "
+                     "kept there")
     json_path = Path(args.json) if args.json else None
     state = load_state(json_path)
     if args.report:
@@ -265,15 +294,16 @@ def main() -> None:
                 settings = protocol.Protocol(epochs=args.epochs, augment=augment == "on")
                 for kind in args.kinds:
                     for seed in range(args.seeds):
-                        done = [net for net in cell["networks"]
-                                if (net["augment"], net["kind"], net["seed"]) == (
-                                    augment, kind, seed)]
-                        if done and done[0]["protocol"] != dataclasses.asdict(settings):
+                        other = [net["protocol"] for net in cell["networks"]
+                                 if net["augment"] == augment
+                                 and net["protocol"] != dataclasses.asdict(settings)]
+                        if other:  # one row never mixes two protocols
                             raise SystemExit(
                                 f"--json {json_path} scored {name} at {images_per_class} per "
-                                f"class with {done[0]['protocol']}, not "
+                                f"class, augment {augment}, with {other[0]}, not "
                                 f"{dataclasses.asdict(settings)} (--epochs)")
-                        if done:
+                        if any((net["augment"], net["kind"], net["seed"]) == (
+                                augment, kind, seed) for net in cell["networks"]):
                             continue
                         start = time.perf_counter()
                         (accuracy,) = protocol.test_accuracies(

@@ -148,51 +148,94 @@ def test_the_distillation_benchmark_resumes_where_it_stopped_and_refuses_a_chang
     assert len(json.loads(figures.read_text())["cells"][0]["networks"]) == 4
 
 
-def test_the_committed_grid_holds_the_sets_its_networks_scored():
-    """Each row of the benchmarks' table comes from the set committed beside it."""
+def test_the_committed_grid_holds_the_sets_and_the_logged_scores_of_its_networks():
+    """Each row of the benchmarks' table comes from the set committed beside it, and
+    each network's score and each run's figures are those its source log printed."""
+    import numpy as np
+
     from distill import cache, io
 
-    grid = BENCHMARKS / "results" / "grid"
+    results = BENCHMARKS / "results"
+    grid = results / "grid"
     cells = json.loads((grid / "convnet_grid.json").read_text())["cells"]
     assert {(cell["dataset"], cell["images_per_class"]) for cell in cells} >= {
-        ("mnist", 10), ("mnist", 50), ("fashion_mnist", 1), ("fashion_mnist", 10)}
+        ("mnist", 10), ("mnist", 50), ("fashion_mnist", 1), ("fashion_mnist", 10),
+        ("fashion_mnist", 50)}
     for cell in cells:
         distilled = io.load_distilled(grid / cell["set_file"])
         assert [cache.fingerprint(distilled.images), cache.fingerprint(distilled.labels)] \
             == cell["set_fingerprint"], cell["set_file"]
         assert len(distilled.images) == 10 * cell["images_per_class"]
         assert (distilled.labels.ndim == 2) == (cell["labels"] == "soft")
+        assert distilled.config.to_dict() == cell["config"]
+        log = (BENCHMARKS / cell["distill_source"].split(" ")[0]).read_text()
+        assert f"in {cell['config']['steps']} steps, {cell['distill_seconds']:.1f} s" in log
+        assert f"stopped at maxiter: {cell['inner_not_converged']} of" in log
         networks = [(net["augment"], net["kind"], net["seed"]) for net in cell["networks"]]
         assert len(networks) == len(set(networks)), cell["set_file"]  # no network twice
-        assert all(0.1 < net["accuracy"] <= 1 for net in cell["networks"])
-        assert all(net["protocol"]["augment"] == (net["augment"] == "on")
-                   for net in cell["networks"])
+        for net in cell["networks"]:
+            assert net["protocol"]["augment"] == (net["augment"] == "on")
+            source = BENCHMARKS / net["source"].split(" ")[0]
+            if source.suffix == ".txt":
+                assert f"{100 * net['accuracy']:.2f}%" in source.read_text(), net
+            elif source.suffix == ".jsonl":
+                logged = [json.loads(line) for line in source.read_text().splitlines()]
+                assert any(row["accuracy"] == net["accuracy"] and row["seed"] == net["seed"]
+                           and row["augment"] == net["augment"] for row in logged), net
+            else:
+                assert net["accuracy"] in {value for row in json.loads(source.read_text())[
+                    "results"] for value in row["random_real"]}, net
     report = subprocess.run(
         [sys.executable, str(BENCHMARKS / "convnet_distillation.py"), "--report", "--json",
          str(grid / "convnet_grid.json")], capture_output=True, text=True, timeout=300,
         check=False)
     assert report.returncode == 0, report.stderr[-3000:]
-    assert len([line for line in report.stdout.splitlines() if " | " in line]) > len(cells)
+    for cell in cells:
+        for augment in {net["augment"] for net in cell["networks"]}:
+            values = [net["accuracy"] for net in cell["networks"]
+                      if net["augment"] == augment and net["kind"] == "distilled"]
+            if len(values) < 2:
+                continue
+            expected = (f"{100 * np.mean(values):.2f} +- {100 * np.std(values, ddof=1):.2f} "
+                        f"({len(values)})")
+            assert any(f"| {cell['images_per_class']:>9} |" in line and expected in line
+                       and f"| {augment:>7} |" in line for line in report.stdout.splitlines()), \
+                (cell["set_file"], augment, expected)
 
 
 def test_runs_side_by_side_keep_each_others_networks_and_refuse_a_second_set(tmp_path):
     grid = _benchmark("convnet_distillation")
     figures = tmp_path / "figures.json"
 
-    def state(fingerprint, *seeds):
+    def state(fingerprint, *seeds, seconds=None):
         networks = [{"augment": "on", "kind": "distilled", "seed": seed, "accuracy": 0.9}
                     for seed in seeds]
         return {"machines": [], "cells": [{"dataset": "mnist", "images_per_class": 1,
                                            "labels": "hard", "set_fingerprint": fingerprint,
-                                           "networks": networks}]}
+                                           "distill_seconds": seconds, "networks": networks}]}
 
-    grid.save_state(figures, state(["a", "b"], 0))
-    second = state(["a", "b"], 1)  # a second run that started before the first wrote
+    grid.save_state(figures, state(["a", "b"], 0, seconds=12.5))
+    second = state(["a", "b"], 1)  # a run that scores the set the first one distilled
     grid.save_state(figures, second)
     assert sorted(net["seed"] for net in second["cells"][0]["networks"]) == [0, 1]
     (cell,) = grid.load_state(figures)["cells"]
     assert sorted(net["seed"] for net in cell["networks"]) == [0, 1]
+    assert cell["distill_seconds"] == 12.5  # the first run's figures are kept
     with pytest.raises(SystemExit, match="different set"):
         grid.save_state(figures, state(["c", "d"], 2))
     (cell,) = grid.load_state(figures)["cells"]
     assert len(cell["networks"]) == 2
+
+    # Processes writing at the same time lose nothing: the lock makes them take turns.
+    script = (f"import sys; sys.path.insert(0, {str(BENCHMARKS)!r}); import convnet_distillation"
+              " as grid\n"
+              "for seed in range(int(sys.argv[1]), int(sys.argv[1]) + 15):\n"
+              "    state = {'machines': [], 'cells': [{'dataset': 'mnist', 'images_per_class': 1,"
+              " 'labels': 'hard', 'set_fingerprint': ['a', 'b'], 'networks': [{'augment': 'on',"
+              " 'kind': 'distilled', 'seed': seed, 'accuracy': 0.9}]}]}\n"
+              f"    grid.save_state(grid.Path({str(figures)!r}), state)\n")
+    writers = [subprocess.Popen([sys.executable, "-c", script, str(first)])
+               for first in (100, 200, 300, 400)]
+    assert [writer.wait(timeout=300) for writer in writers] == [0, 0, 0, 0]
+    (cell,) = grid.load_state(figures)["cells"]
+    assert len(cell["networks"]) == 2 + 4 * 15

@@ -148,7 +148,7 @@ def test_the_distillation_benchmark_resumes_where_it_stopped_and_refuses_a_chang
     assert len(json.loads(figures.read_text())["cells"][0]["networks"]) == 4
 
 
-def test_the_committed_grid_holds_the_sets_and_the_logged_scores_of_its_networks():
+def test_the_committed_grid_holds_the_sets_and_the_logged_scores_of_its_networks(tmp_path):
     """Each row of the benchmarks' table comes from the set committed beside it, and
     each network's score and each run's figures are those its source log printed."""
     import numpy as np
@@ -185,11 +185,13 @@ def test_the_committed_grid_holds_the_sets_and_the_logged_scores_of_its_networks
             else:
                 assert net["accuracy"] in {value for row in json.loads(source.read_text())[
                     "results"] for value in row["random_real"]}, net
+    figure = tmp_path / "grid.png"
     report = subprocess.run(
         [sys.executable, str(BENCHMARKS / "convnet_distillation.py"), "--report", "--json",
-         str(grid / "convnet_grid.json")], capture_output=True, text=True, timeout=300,
-        check=False)
+         str(grid / "convnet_grid.json"), "--plot", str(figure)], capture_output=True,
+        text=True, timeout=300, check=False)
     assert report.returncode == 0, report.stderr[-3000:]
+    assert figure.read_bytes().startswith(b"\x89PNG")
     for cell in cells:
         for augment in {net["augment"] for net in cell["networks"]}:
             values = [net["accuracy"] for net in cell["networks"]

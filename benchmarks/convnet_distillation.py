@@ -149,8 +149,10 @@ def find_cell(state: dict, dataset: str, images_per_class: int, labels: str) -> 
 def summary(values) -> str:
     if not values:
         return "-"
-    spread = np.std(values, ddof=1) if len(values) > 1 else float("nan")
-    return f"{100 * np.mean(values):.2f} +- {100 * spread:.2f} ({len(values)})"
+    if len(values) == 1:
+        return f"{100 * values[0]:.2f} (1)"
+    return (f"{100 * np.mean(values):.2f} +- {100 * np.std(values, ddof=1):.2f} "
+            f"({len(values)})")
 
 
 def report(state: dict) -> None:

@@ -146,36 +146,43 @@ def find_cell(state: dict, dataset: str, images_per_class: int, labels: str) -> 
     return None
 
 
+DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
+
+
 def summary(values) -> str:
+    """``mean ± std% (networks)`` of test accuracies in [0, 1]; a dash when there are none."""
     if not values:
-        return "-"
+        return "–"
     if len(values) == 1:
-        return f"{100 * values[0]:.2f} (1)"
-    return (f"{100 * np.mean(values):.2f} +- {100 * np.std(values, ddof=1):.2f} "
+        return f"{100 * values[0]:.2f}% (1)"
+    return (f"{100 * np.mean(values):.2f} ± {100 * np.std(values, ddof=1):.2f}% "
             f"({len(values)})")
 
 
 def report(state: dict) -> None:
-    """Print one row per set and protocol: mean +- std (networks) of each score."""
-    print(f"{'dataset':>13} | {'per class':>9} | {'labels':>6} | {'steps':>5} | "
-          f"{'distill (s)':>11} | {'peak RSS (GiB)':>14} | {'augment':>7} | "
-          f"{'distilled (%)':>20} | {'random real (%)':>20}")
+    """Print a Markdown table: one row per set and protocol, each score's mean ± std."""
+    print("| set | steps, pool | distilling | peak RSS | augmentation | distilled (networks) "
+          "| random real (networks) |")
+    print("| --- | --- | ---: | ---: | --- | --- | --- |")
     order = {"mnist": 0, "fashion_mnist": 1}
     for cell in sorted(state["cells"], key=lambda cell: (
             order.get(cell["dataset"], 2), cell["dataset"], cell["labels"],
             cell["images_per_class"])):
         seconds = cell.get("distill_seconds")
         peak = cell.get("peak_rss_bytes")
+        name = (f"{DATASET_NAMES.get(cell['dataset'], cell['dataset'])}, "
+                f"{cell['images_per_class']} per class"
+                + (", soft labels" if cell["labels"] == "soft" else ""))
+        settings = f"{cell['config'].get('steps', '?')}, {cell['config'].get('pool_size', '?')}"
         scored = {net["augment"] for net in cell["networks"]}
         for augment in [augment for augment in ("on", "off") if augment in scored] or ["-"]:
             scores = {kind: [net["accuracy"] for net in cell["networks"]
                              if net["augment"] == augment and net["kind"] == kind]
                       for kind in KINDS}
-            print(f"{cell['dataset']:>13} | {cell['images_per_class']:>9} | "
-                  f"{cell['labels']:>6} | {cell['config'].get('steps', '-'):>5} | "
-                  f"{'-' if seconds is None else f'{seconds:.0f}':>11} | "
-                  f"{'-' if peak is None else f'{peak / 2**30:.2f}':>14} | {augment:>7} | "
-                  f"{summary(scores['distilled']):>20} | {summary(scores['random real']):>20}")
+            protocol = {"on": "with", "off": "without"}.get(augment, "not scored yet")
+            print(f"| {name} | {settings} | {'?' if seconds is None else f'{seconds:.0f} s'} | "
+                  f"{'?' if peak is None else f'{peak / 2**30:.2f} GiB'} | {protocol} | "
+                  f"{summary(scores['distilled'])} | {summary(scores['random real'])} |")
 
 
 def plot(state: dict, path: Path) -> None:

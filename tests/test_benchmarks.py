@@ -135,7 +135,8 @@ def test_the_distillation_benchmark_resumes_where_it_stopped_and_refuses_a_chang
         [sys.executable, str(BENCHMARKS / "convnet_distillation.py"), "--json", str(figures),
          "--report"], capture_output=True, text=True, timeout=300, check=False)
     assert report.returncode == 0, report.stderr[-3000:]
-    (row,) = [line for line in report.stdout.splitlines() if line.strip().startswith("mnist")]
+    (row,) = [line for line in report.stdout.splitlines()
+              if line.startswith("| MNIST, 1 per class |")]
     assert row.count("(2)") == 2  # both scores over two networks
 
     from distill import io
@@ -204,11 +205,12 @@ def test_the_committed_grid_holds_the_sets_and_the_logged_scores_of_its_networks
                       if net["augment"] == augment and net["kind"] == "distilled"]
             if len(values) < 2:
                 continue
-            expected = (f"{100 * np.mean(values):.2f} +- {100 * np.std(values, ddof=1):.2f} "
+            expected = (f"{100 * np.mean(values):.2f} ± {100 * np.std(values, ddof=1):.2f}% "
                         f"({len(values)})")
-            assert any(f"| {cell['images_per_class']:>9} |" in line and expected in line
-                       and f"| {augment:>7} |" in line for line in report.stdout.splitlines()), \
-                (cell["set_file"], augment, expected)
+            row = f"{cell['images_per_class']} per class"
+            protocol = "| with |" if augment == "on" else "| without |"
+            assert any(row in line and protocol in line and expected in line
+                       for line in report.stdout.splitlines()), (cell["set_file"], expected)
 
 
 def test_runs_side_by_side_keep_each_others_networks_and_refuse_a_second_set(tmp_path):

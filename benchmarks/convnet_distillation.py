@@ -217,7 +217,9 @@ def plot(state: dict, path: Path) -> None:
                 if values:
                     spread = np.std(values, ddof=1) if len(values) > 1 else 0.0
                     points.append((size, np.mean(values), spread))
-            if points:
+                else:  # no line drawn across a size the grid lacks
+                    points.append((size, np.nan, np.nan))
+            if not all(np.isnan(y) for _, y, _ in points):
                 x, y, error = zip(*points)
                 axis.errorbar(x, y, yerr=error, color=color, linestyle=style, marker="o",
                               markerfacecolor=color if augment == "on" else "white",

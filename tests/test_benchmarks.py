@@ -123,7 +123,7 @@ def test_the_distillation_benchmark_resumes_where_it_stopped_and_refuses_a_chang
 
     second = run("--seeds", "2")  # only the two new networks are trained
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "scoring the set in" in second.stdout and "distilling" not in second.stdout
+    assert "scoring the set in" in second.stdout and "distilling (" not in second.stdout
     trained = [line for line in second.stdout.splitlines() if ": " in line and "% (" in line]
     assert len(trained) == 2 and all("seed 1:" in line for line in trained)
     (cell,) = json.loads(figures.read_text())["cells"]

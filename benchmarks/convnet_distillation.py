@@ -252,7 +252,6 @@ def obtain_set(args, name, dataset, images_per_class, state, json_path):
     set_path = (Path(args.out_dir) / f"{name}-{images_per_class}{suffix}.npz"
                 if args.out_dir else None)
     cell = find_cell(state, name, images_per_class, labels_kind)
-    record = None
     if set_path is not None and set_path.exists():
         distilled = io.load_distilled(set_path)
         if distilled.dataset not in (None, name):

@@ -199,6 +199,10 @@ def test_the_committed_grid_holds_the_sets_and_the_logged_scores_of_its_networks
         text=True, timeout=300, check=False)
     assert report.returncode == 0, report.stderr[-3000:]
     assert figure.read_bytes().startswith(b"\x89PNG")
+    # The table in benchmarks/README.md is this report's, as committed.
+    table = "\n".join(line for line in report.stdout.splitlines() if line.startswith("|"))
+    assert table.count("\n") >= len(cells) + 1
+    assert table in (BENCHMARKS / "README.md").read_text()
     for cell in cells:
         for augment in {net["augment"] for net in cell["networks"]}:
             values = [net["accuracy"] for net in cell["networks"]
